@@ -1,1 +1,2 @@
+pub mod node;
 pub mod ring;

@@ -1,7 +1,7 @@
 //! The consistent-hash ring: pure data, no I/O, no clock, no tokio.
 //!
 //! Every member owns `vnodes × weight` points on a 64-bit circle. Point `i` of member `id` sits
-//! at `xxh3_64_with_seed(id, i)`; a key sits at `xxh3_64(key)` and belongs to the first point at
+//! at the `i`-th SplitMix64 output seeded with `xxh3_64(id)`; a key sits at `xxh3_64(key)` and belongs to the first point at
 //! or after it, wrapping past `u64::MAX` back to the first point.
 //!
 //! The ring is a function of the member *set*: members are sorted by id before the points are
@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Upper bound on the points of one ring, so a typo in a weight cannot eat the machine's memory.
 pub const MAX_POINTS: u64 = 20_000_000;
@@ -48,7 +48,9 @@ pub enum RingError {
     EmptyId,
     #[error("member {0:?} is listed twice")]
     DuplicateId(String),
-    #[error("ring would have {0} points, more than the limit of {MAX_POINTS}; lower vnodes or weights")]
+    #[error(
+        "ring would have {0} points, more than the limit of {MAX_POINTS}; lower vnodes or weights"
+    )]
     TooManyPoints(u64),
 }
 
@@ -80,10 +82,19 @@ pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
-/// The position of point `index` of member `id`.
+/// The position of point `index` of member `id`: the `index`-th output of a SplitMix64 stream
+/// seeded with the id's hash. (Seeding xxh3 with the index instead is weak for ids of 1-3 bytes,
+/// where seed and last byte mix into the same bits and ids like `n10`/`n11` share points.)
 #[inline]
-fn point_hash(id: &str, index: u32) -> u64 {
-    xxh3_64_with_seed(id.as_bytes(), u64::from(index))
+fn point_hash(id_hash: u64, index: u32) -> u64 {
+    let mut z = id_hash.wrapping_add(
+        u64::from(index)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Ring {
@@ -114,7 +125,8 @@ impl Ring {
         let mut points: Vec<(u64, u32)> = Vec::with_capacity(total as usize);
         for (idx, m) in members.iter().enumerate() {
             let n = vnodes * m.weight;
-            points.extend((0..n).map(|i| (point_hash(&m.id, i), idx as u32)));
+            let id_hash = xxh3_64(m.id.as_bytes());
+            points.extend((0..n).map(|i| (point_hash(id_hash, i), idx as u32)));
         }
         // Members are sorted by id, so ordering ties by member index orders them by id.
         points.sort_unstable();
@@ -221,7 +233,11 @@ impl Ring {
         let mut counts = vec![0usize; self.members.len()];
         let n = self.hashes.len();
         for i in 0..n {
-            let prev = if i == 0 { self.hashes[n - 1] } else { self.hashes[i - 1] };
+            let prev = if i == 0 {
+                self.hashes[n - 1]
+            } else {
+                self.hashes[i - 1]
+            };
             // Wrapping distance handles the arc that crosses zero (and a one-point ring).
             let mut arc = u128::from(self.hashes[i].wrapping_sub(prev));
             if n == 1 {

@@ -32,8 +32,14 @@ fn bad_member_sets_are_rejected() {
     assert_eq!(ring_err(&[("a", 1)], 0), RingError::ZeroVnodes);
     assert_eq!(ring_err(&[("a", 0)], 10), RingError::ZeroWeight("a".into()));
     assert_eq!(ring_err(&[("", 1)], 10), RingError::EmptyId);
-    assert_eq!(ring_err(&[("a", 1), ("a", 2)], 10), RingError::DuplicateId("a".into()));
-    assert!(matches!(ring_err(&[("a", u32::MAX)], 1000), RingError::TooManyPoints(_)));
+    assert_eq!(
+        ring_err(&[("a", 1), ("a", 2)], 10),
+        RingError::DuplicateId("a".into())
+    );
+    assert!(matches!(
+        ring_err(&[("a", u32::MAX)], 1000),
+        RingError::TooManyPoints(_)
+    ));
 }
 
 fn ring_err(members: &[(&str, u32)], vnodes: u32) -> RingError {
@@ -66,7 +72,10 @@ fn wraps_past_the_last_point() {
         assert_eq!(r.lookup_hash(last + 1), Some(r.owners[0] as usize));
     }
     assert_eq!(r.lookup_hash(0), Some(r.owners[0] as usize));
-    assert_eq!(r.lookup_hash(last), Some(*r.owners.last().unwrap() as usize));
+    assert_eq!(
+        r.lookup_hash(last),
+        Some(*r.owners.last().unwrap() as usize)
+    );
 }
 
 #[test]
@@ -102,7 +111,9 @@ fn second_candidate_is_the_owner_after_the_first_leaves() {
         let first = full.member(c.next().unwrap()).id.clone();
         let second = full.member(c.next().unwrap()).id.clone();
         let without = Ring::new(
-            ids.iter().filter(|i| ***i != *first).map(|i| Member::new(i.as_str(), 1)),
+            ids.iter()
+                .filter(|i| ***i != *first)
+                .map(|i| Member::new(i.as_str(), 1)),
             64,
         )
         .unwrap();
@@ -114,7 +125,9 @@ fn second_candidate_is_the_owner_after_the_first_leaves() {
 fn spread_at_160_vnodes_is_within_20_percent() {
     // One fixed draw: random point placement gives each share a spread of about 1/sqrt(points),
     // so some name sets land outside ±20% at 160 vnodes (see the ring quality report).
-    let ids: Vec<String> = (b'a'..=b'j').map(|c| format!("cache-{}", c as char)).collect();
+    let ids: Vec<String> = (b'a'..=b'j')
+        .map(|c| format!("cache-{}", c as char))
+        .collect();
     let r = Ring::new(ids.iter().map(|i| Member::new(i.as_str(), 1)), 160).unwrap();
     let mut counts = vec![0usize; 10];
     for k in keys(100_000) {
@@ -123,14 +136,37 @@ fn spread_at_160_vnodes_is_within_20_percent() {
     let mean = 10_000.0;
     for (i, c) in counts.iter().enumerate() {
         let dev = (*c as f64 - mean).abs() / mean;
-        assert!(dev <= 0.20, "member {i} got {c} keys, {:.1}% off the mean", dev * 100.0);
+        assert!(
+            dev <= 0.20,
+            "member {i} got {c} keys, {:.1}% off the mean",
+            dev * 100.0
+        );
+    }
+}
+
+/// Short ids that differ in one byte (Maelstrom's `n10`, `n11`, ...) must get unrelated points.
+#[test]
+fn short_ids_share_the_ring_evenly() {
+    for ids in [
+        ["n10", "n11", "n12", "n13", "n14"],
+        ["a", "b", "c", "d", "e"],
+    ] {
+        let r = ring(&ids, 160);
+        for (points, share) in r.shares() {
+            assert_eq!(points, 160);
+            assert!((share - 0.2).abs() < 0.06, "{ids:?}: share {share:.3}");
+        }
     }
 }
 
 #[test]
 fn weight_scales_the_share() {
     let r = Ring::new(
-        [Member::new("small", 1), Member::new("big", 3), Member::new("mid", 2)],
+        [
+            Member::new("small", 1),
+            Member::new("big", 3),
+            Member::new("mid", 2),
+        ],
         160,
     )
     .unwrap();
@@ -139,8 +175,16 @@ fn weight_scales_the_share() {
         counts[r.lookup(k.as_bytes()).unwrap()] += 1;
     }
     let (big, mid, small) = (counts[0] as f64, counts[1] as f64, counts[2] as f64);
-    assert!((big / small - 3.0).abs() < 0.6, "big/small = {}", big / small);
-    assert!((mid / small - 2.0).abs() < 0.4, "mid/small = {}", mid / small);
+    assert!(
+        (big / small - 3.0).abs() < 0.6,
+        "big/small = {}",
+        big / small
+    );
+    assert!(
+        (mid / small - 2.0).abs() < 0.4,
+        "mid/small = {}",
+        mid / small
+    );
 }
 
 proptest! {
@@ -163,7 +207,7 @@ proptest! {
     }
 
     #[test]
-    fn join_moves_keys_only_to_the_joiner(n in 2usize..12, vnodes in prop::sample::select(vec![40u32, 160])) {
+    fn join_moves_keys_only_to_the_joiner(n in 2usize..12, vnodes in prop::sample::select(&[40u32, 160][..])) {
         let ids = names(n + 1);
         let before = Ring::new(ids[..n].iter().map(|i| Member::new(i.as_str(), 1)), vnodes).unwrap();
         let after = Ring::new(ids.iter().map(|i| Member::new(i.as_str(), 1)), vnodes).unwrap();
