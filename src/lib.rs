@@ -1,2 +1,11 @@
+pub mod admin;
+pub mod affinity;
+pub mod config;
+pub mod demo;
+pub mod hop;
+pub mod metrics;
 pub mod node;
+pub mod proxy;
 pub mod ring;
+pub mod server;
+pub mod snapshot;

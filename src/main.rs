@@ -1,1 +1,206 @@
-fn main() {}
+//! `ringproxy`: the command line. Parses arguments, loads the config and hands over to the
+//! library; maps failures to exit codes (2 for a bad config, 1 for anything else).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ringproxy::config::Config;
+use ringproxy::server::Server;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ringproxy",
+    version,
+    about = "A consistent-hashing reverse proxy for cache servers"
+)]
+struct Cli {
+    /// Config file to serve with.
+    #[arg(long, short, env = "RINGPROXY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and print a summary.
+    Check,
+    /// Print which backend each key routes to.
+    Route {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Run a self-contained demo: three backends behind the proxy on 127.0.0.1:8080.
+    Demo,
+    /// Speak the JSON-lines node protocol on stdin/stdout (same as `ringproxy-node`).
+    Node,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        None => with_config(cli.config, serve),
+        Some(Command::Check) => with_config(cli.config, |c| {
+            print_summary(&c);
+            ExitCode::SUCCESS
+        }),
+        Some(Command::Route { keys }) => with_config(cli.config, |c| {
+            let ring = c.ring();
+            for key in keys {
+                match ring.lookup(key.as_bytes()) {
+                    Some(i) => {
+                        let b = &c
+                            .backends
+                            .iter()
+                            .find(|b| *b.id == *ring.member(i).id)
+                            .expect("ring member is a backend");
+                        println!("{key} -> {} ({})", b.id, b.address);
+                    }
+                    None => println!("{key} -> (no backends)"),
+                }
+            }
+            ExitCode::SUCCESS
+        }),
+        Some(Command::Demo) => runtime_and(|shutdown| async move {
+            ringproxy::demo::run(shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        Some(Command::Node) => match ringproxy::node::run_stdio() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringproxy node: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads the config named on the command line, or exits 2 saying what is wrong with it.
+fn with_config(path: Option<PathBuf>, then: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("error: no config file; pass --config FILE or set RINGPROXY_CONFIG (or try `ringproxy demo`)");
+        return ExitCode::from(2);
+    };
+    match Config::load(&path) {
+        Ok(c) => then(c),
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_summary(c: &Config) {
+    println!("config ok");
+    println!("proxy  listen {}", c.proxy.listen);
+    println!(
+        "admin  listen {}{}",
+        c.admin.listen,
+        if c.admin.token.is_some() {
+            " (token required)"
+        } else {
+            ""
+        }
+    );
+    println!("ring   vnodes {}, {} points", c.vnodes, c.ring().points());
+    println!(
+        "key    {} (on missing: {:?})",
+        c.affinity.describe(),
+        c.affinity.on_missing
+    );
+    let shares = c.ring().shares();
+    let ring = c.ring();
+    for b in &c.backends {
+        let share = ring.index_of(&b.id).map(|i| shares[i].1).unwrap_or(0.0);
+        println!(
+            "backend {} {} weight {} share {:.1}%",
+            b.id,
+            b.address,
+            b.weight,
+            share * 100.0
+        );
+    }
+    if c.backends.is_empty() {
+        println!("no backends: every request gets 503 until one joins through the admin API");
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    runtime_and(|shutdown| async move {
+        let server = Server::bind(&config).await.map_err(|e| e.to_string())?;
+        server.run(shutdown).await;
+        Ok(())
+    })
+}
+
+/// Starts the runtime, wires SIGTERM/SIGINT to a cancellation token and runs `body`.
+fn runtime_and<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        match body(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

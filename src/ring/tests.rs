@@ -129,7 +129,7 @@ fn spread_at_160_vnodes_is_within_20_percent() {
         .map(|c| format!("cache-{}", c as char))
         .collect();
     let r = Ring::new(ids.iter().map(|i| Member::new(i.as_str(), 1)), 160).unwrap();
-    let mut counts = vec![0usize; 10];
+    let mut counts = [0usize; 10];
     for k in keys(100_000) {
         counts[r.lookup(k.as_bytes()).unwrap()] += 1;
     }

@@ -1,0 +1,340 @@
+//! The admin API: JSON over HTTP on its own listener.
+//!
+//! Reads answer from one snapshot; writes go through [`Cluster`], which validates, builds a new
+//! snapshot and swaps it in. Any bad input is a 4xx with `{"error": "..."}` and changes nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::metrics::Metrics;
+use crate::snapshot::{ChangeError, Cluster, Snapshot, Upsert};
+
+/// Admin request bodies are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+
+pub type AdminBody = Full<Bytes>;
+
+/// Why an admin request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {method} not allowed on {path}; allowed: {allow}")]
+    MethodNotAllowed {
+        method: Method,
+        path: String,
+        allow: &'static str,
+    },
+    #[error("request body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn into_response(self) -> Response<AdminBody> {
+        let mut res = json_response(self.status(), &json!({ "error": self.to_string() }));
+        match self {
+            AdminError::MethodNotAllowed { allow, .. } => {
+                res.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            AdminError::Unauthorized => {
+                res.headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl From<ChangeError> for AdminError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound(_) => AdminError::NotFound(e.to_string()),
+            _ => AdminError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+pub struct Admin {
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBackend {
+    address: String,
+    #[serde(default = "one")]
+    weight: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Admin {
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
+        Admin {
+            cluster,
+            metrics,
+            token,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<AdminBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        match self.route(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::info!(%method, %path, error = %e, "admin request refused");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<AdminBody>, AdminError> {
+        let path = req.uri().path().to_string();
+        if path == "/healthz" {
+            allow(&req, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            return Ok(text_response(StatusCode::OK, "ok\n"));
+        }
+        self.authorize(&req)?;
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["backends"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &backends_json(&self.cluster.load()),
+                ))
+            }
+            ["backends", id] if !id.is_empty() => {
+                let id = id.to_string();
+                match *req.method() {
+                    Method::PUT => self.put_backend(&id, req).await,
+                    Method::DELETE => {
+                        self.cluster.remove(&id)?;
+                        tracing::info!(backend = %id, "backend left the ring");
+                        Ok(empty_response(StatusCode::NO_CONTENT))
+                    }
+                    Method::GET => {
+                        let snapshot = self.cluster.load();
+                        let b = snapshot.get(&id).ok_or_else(|| {
+                            AdminError::NotFound(format!("no backend with id {id:?}"))
+                        })?;
+                        Ok(json_response(
+                            StatusCode::OK,
+                            &json!({"id": &*b.id, "address": &*b.address, "weight": b.weight}),
+                        ))
+                    }
+                    _ => Err(not_allowed(&req, "GET, PUT, DELETE")),
+                }
+            }
+            ["route"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                self.route_key(req.uri().query().unwrap_or(""))
+            }
+            ["ring"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &ring_json(&self.cluster.load()),
+                ))
+            }
+            ["metrics"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                let mut res =
+                    text_response(StatusCode::OK, self.metrics.render(&self.cluster.load()));
+                res.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(res)
+            }
+            _ => Err(AdminError::NotFound(format!("no admin endpoint {path}"))),
+        }
+    }
+
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), AdminError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AdminError::Unauthorized)
+        }
+    }
+
+    async fn put_backend(
+        &self,
+        id: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<AdminBody>, AdminError> {
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    AdminError::TooLarge
+                } else {
+                    AdminError::BadRequest(format!("cannot read body: {e}"))
+                }
+            })?
+            .to_bytes();
+        let put: PutBackend = serde_json::from_slice(&body).map_err(|e| {
+            AdminError::BadRequest(format!(
+                "invalid JSON body: {e}; expected {{\"address\": \"host:port\", \"weight\": 1}}"
+            ))
+        })?;
+        let outcome = self.cluster.upsert(id, &put.address, put.weight)?;
+        let status = match outcome {
+            Upsert::Created => {
+                tracing::info!(backend = %id, address = %put.address, weight = put.weight, "backend joined the ring");
+                StatusCode::CREATED
+            }
+            Upsert::Updated => {
+                tracing::info!(backend = %id, address = %put.address, weight = put.weight, "backend updated");
+                StatusCode::OK
+            }
+            Upsert::Unchanged => StatusCode::OK,
+        };
+        let snapshot = self.cluster.load();
+        Ok(json_response(
+            status,
+            &json!({"id": id, "address": put.address, "weight": put.weight, "version": snapshot.version}),
+        ))
+    }
+
+    fn route_key(&self, query: &str) -> Result<Response<AdminBody>, AdminError> {
+        let key = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "key")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| {
+                AdminError::BadRequest("missing query parameter `key` (GET /route?key=K)".into())
+            })?;
+        if key.is_empty() {
+            return Err(AdminError::BadRequest("`key` must not be empty".into()));
+        }
+        let snapshot = self.cluster.load();
+        let b = snapshot
+            .owner(key.as_bytes())
+            .ok_or_else(|| AdminError::Unavailable("no backends in the ring".into()))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"key": key, "backend": &*b.id, "address": &*b.address}),
+        ))
+    }
+}
+
+fn backends_json(s: &Snapshot) -> Value {
+    let list: Vec<Value> = s
+        .backends
+        .iter()
+        .map(|b| json!({"id": &*b.id, "address": &*b.address, "weight": b.weight}))
+        .collect();
+    json!({"version": s.version, "backends": list})
+}
+
+fn ring_json(s: &Snapshot) -> Value {
+    let list: Vec<Value> = s
+        .ring
+        .shares()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (points, share))| {
+            let b = &s.backends[i];
+            json!({"id": &*b.id, "weight": b.weight, "points": points, "share": share})
+        })
+        .collect();
+    json!({"version": s.version, "vnodes": s.ring.vnodes(), "points": s.ring.points(), "backends": list})
+}
+
+fn allow(
+    req: &Request<Incoming>,
+    methods: &[Method],
+    header: &'static str,
+) -> Result<(), AdminError> {
+    if methods.contains(req.method()) {
+        Ok(())
+    } else {
+        Err(not_allowed(req, header))
+    }
+}
+
+fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> AdminError {
+    AdminError::MethodNotAllowed {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        allow,
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<AdminBody> {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<AdminBody> {
+    let mut res = Response::new(Full::new(text.into()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+fn empty_response(status: StatusCode) -> Response<AdminBody> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = status;
+    res
+}

@@ -1,0 +1,231 @@
+//! The affinity key: which part of a request decides its backend.
+//!
+//! Sources are tried in the configured order and the first one present wins. Only the key's
+//! *value* is hashed, never its source, so user 42 sent as a header and user 42 sent as a
+//! cookie land on the same backend.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use http::header::{HeaderName, COOKIE};
+use http::request::Parts;
+
+/// One place an affinity key can come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+    Path,
+    SourceIp,
+}
+
+/// What to do with a request that carries none of the sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Pick a uniformly random backend.
+    Random,
+    /// Answer 400, naming the sources tried.
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub struct AffinityConfig {
+    pub sources: Vec<Source>,
+    pub on_missing: OnMissing,
+}
+
+impl FromStr for Source {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Source, String> {
+        let (kind, name) = match s.split_once(':') {
+            Some((k, n)) => (k, Some(n)),
+            None => (s, None),
+        };
+        let need_name = |what: &str| match name {
+            Some(n) if !n.is_empty() => Ok(n.to_string()),
+            _ => Err(format!(
+                "{s:?}: {kind} needs a name, e.g. \"{kind}:{what}\""
+            )),
+        };
+        match kind {
+            "header" => {
+                let n = need_name("x-user-id")?;
+                HeaderName::from_bytes(n.as_bytes())
+                    .map(Source::Header)
+                    .map_err(|_| format!("{s:?}: {n:?} is not a valid header name"))
+            }
+            "cookie" => Ok(Source::Cookie(need_name("session")?)),
+            "query" => Ok(Source::Query(need_name("uid")?)),
+            "path" | "source_ip" if name.is_some() => {
+                Err(format!("{s:?}: {kind} takes no name; write \"{kind}\""))
+            }
+            "path" => Ok(Source::Path),
+            "source_ip" => Ok(Source::SourceIp),
+            _ => Err(format!(
+                "{s:?}: unknown source kind {kind:?}; use header:NAME, cookie:NAME, query:NAME, path or source_ip"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Header(n) => write!(f, "header:{n}"),
+            Source::Cookie(n) => write!(f, "cookie:{n}"),
+            Source::Query(n) => write!(f, "query:{n}"),
+            Source::Path => f.write_str("path"),
+            Source::SourceIp => f.write_str("source_ip"),
+        }
+    }
+}
+
+impl AffinityConfig {
+    /// The affinity key of a request, from the first source present. Empty values count as
+    /// absent: an empty key would pin every such request to one backend.
+    pub fn extract<'a>(&self, parts: &'a Parts, peer: IpAddr) -> Option<Cow<'a, [u8]>> {
+        self.sources.iter().find_map(|s| s.extract(parts, peer))
+    }
+
+    /// The tried sources, for the 400 body of `on_missing = "reject"`.
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self.sources.iter().map(|s| s.to_string()).collect();
+        names.join(", ")
+    }
+}
+
+impl Source {
+    fn extract<'a>(&self, parts: &'a Parts, peer: IpAddr) -> Option<Cow<'a, [u8]>> {
+        let value: Cow<'a, [u8]> = match self {
+            Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
+            Source::Cookie(name) => cookie_value(parts, name)?,
+            Source::Query(name) => {
+                let query = parts.uri.query()?;
+                let (_, v) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name)?;
+                match v {
+                    Cow::Borrowed(s) => {
+                        Cow::Borrowed(&query.as_bytes()[offset_in(query, s)?..][..s.len()])
+                    }
+                    Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+                }
+            }
+            Source::Path => Cow::Borrowed(parts.uri.path().as_bytes()),
+            Source::SourceIp => Cow::Owned(peer.to_string().into_bytes()),
+        };
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+/// Where `inner` (a borrowed slice of `outer`) starts within `outer`.
+fn offset_in(outer: &str, inner: &str) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start + inner.len() <= outer.len()).then_some(start)
+}
+
+/// The first cookie called `name` across all `Cookie` headers.
+fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, [u8]>> {
+    for header in parts.headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for c in cookie::Cookie::split_parse(text).flatten() {
+            if c.name() == name {
+                let value = c.value();
+                // Borrow from the header when the cookie crate handed back a slice of it.
+                return Some(match offset_in(text, value) {
+                    Some(at) => Cow::Borrowed(&header.as_bytes()[at..at + value.len()]),
+                    None => Cow::Owned(value.as_bytes().to_vec()),
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn config(keys: &[&str]) -> AffinityConfig {
+        AffinityConfig {
+            sources: keys.iter().map(|k| k.parse().unwrap()).collect(),
+            on_missing: OnMissing::Reject,
+        }
+    }
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3));
+
+    fn key(c: &AffinityConfig, p: &Parts) -> Option<String> {
+        c.extract(p, PEER)
+            .map(|k| String::from_utf8(k.into_owned()).unwrap())
+    }
+
+    #[test]
+    fn first_present_source_wins() {
+        let c = config(&[
+            "header:x-user-id",
+            "cookie:session",
+            "query:uid",
+            "path",
+            "source_ip",
+        ]);
+        let p = parts(
+            "/a?uid=q",
+            &[("cookie", "a=b; session=c"), ("x-user-id", "h")],
+        );
+        assert_eq!(key(&c, &p).as_deref(), Some("h"));
+        let p = parts("/a?uid=q", &[("cookie", "a=b; session=c")]);
+        assert_eq!(key(&c, &p).as_deref(), Some("c"));
+        let p = parts("/a?x=1&uid=q%20r", &[]);
+        assert_eq!(key(&c, &p).as_deref(), Some("q r"));
+        let p = parts("/some/path", &[]);
+        assert_eq!(key(&c, &p).as_deref(), Some("/some/path"));
+        let c = config(&["header:x-user-id", "source_ip"]);
+        assert_eq!(key(&c, &parts("/", &[])).as_deref(), Some("10.1.2.3"));
+    }
+
+    #[test]
+    fn empty_values_count_as_absent() {
+        let c = config(&["header:x-user-id", "query:uid"]);
+        let p = parts("/?uid=", &[("x-user-id", "")]);
+        assert_eq!(key(&c, &p), None);
+    }
+
+    #[test]
+    fn cookies_across_several_headers() {
+        let c = config(&["cookie:session"]);
+        let p = parts("/", &[("cookie", "a=1"), ("cookie", "b=2; session=s3")]);
+        assert_eq!(key(&c, &p).as_deref(), Some("s3"));
+    }
+
+    #[test]
+    fn bad_sources_are_rejected_with_a_reason() {
+        for bad in [
+            "header",
+            "header:",
+            "cookie:",
+            "query",
+            "path:x",
+            "ip",
+            "header:bad header",
+        ] {
+            let e = bad.parse::<Source>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(
+            "source_ip".parse::<Source>().unwrap().to_string(),
+            "source_ip"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Prometheus metrics, served as text on the admin listener's `GET /metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::proxy::ProxyError;
+use crate::snapshot::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    backend: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum ErrorKind {
+    Connect,
+    Timeout,
+    Upstream,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    backend: String,
+    kind: ErrorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum RejectReason {
+    MissingKey,
+    NoBackends,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: RejectReason,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    responses: Family<ResponseLabels, Counter>,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    ring_version: Gauge<u64, AtomicU64>,
+    ring_backends: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ringproxy");
+        let responses = Family::<ResponseLabels, Counter>::default();
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
+        let ring_version = Gauge::<u64, AtomicU64>::default();
+        let ring_backends = Gauge::default();
+        registry.register(
+            "responses",
+            "Responses relayed from backends, by backend and status code",
+            responses.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests that failed talking to a backend, by kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Requests answered without reaching a backend",
+            rejected.clone(),
+        );
+        registry.register(
+            "ring_version",
+            "Version of the current ring snapshot",
+            ring_version.clone(),
+        );
+        registry.register(
+            "ring_backends",
+            "Backends in the current ring",
+            ring_backends.clone(),
+        );
+        Metrics {
+            registry,
+            responses,
+            upstream_errors,
+            rejected,
+            ring_version,
+            ring_backends,
+        }
+    }
+
+    pub fn response(&self, backend: &str, code: u16) {
+        self.responses
+            .get_or_create(&ResponseLabels {
+                backend: backend.to_string(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn upstream_error(&self, backend: &str, e: &ProxyError) {
+        let kind = match e {
+            ProxyError::Connect { .. } => ErrorKind::Connect,
+            ProxyError::Timeout { .. } => ErrorKind::Timeout,
+            _ => ErrorKind::Upstream,
+        };
+        self.upstream_errors
+            .get_or_create(&ErrorLabels {
+                backend: backend.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    pub fn rejected(&self, e: &ProxyError) {
+        let reason = match e {
+            ProxyError::MissingKey(_) => RejectReason::MissingKey,
+            _ => RejectReason::NoBackends,
+        };
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// The Prometheus text exposition, with the ring gauges read from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.ring_version.set(snapshot.version);
+        self.ring_backends.set(snapshot.backends.len() as i64);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

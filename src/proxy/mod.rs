@@ -1,0 +1,16 @@
+//! The proxy: pick a backend for each request on the ring and forward to it.
+//!
+//! Per request: extract the affinity key, load the snapshot once, take the key's owner on the
+//! ring, rewrite the request for the upstream (hop-by-hop headers out, `X-Forwarded-*` in, the
+//! chosen backend as the only possible destination) and stream it through the pooled client.
+
+mod error;
+mod service;
+mod upstream;
+
+pub use error::ProxyError;
+pub use service::Proxy;
+pub use upstream::Upstream;
+
+/// Response bodies: either the backend's streamed body or one of ours.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
