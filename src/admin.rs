@@ -13,8 +13,9 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::health::now_ms;
 use crate::metrics::Metrics;
-use crate::snapshot::{ChangeError, Cluster, Snapshot, Upsert};
+use crate::snapshot::{Backend, ChangeError, Cluster, Snapshot, Upsert};
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -135,6 +136,19 @@ impl Admin {
                     &backends_json(&self.cluster.load()),
                 ))
             }
+            ["backends", id, action @ ("drain" | "undrain")] if !id.is_empty() => {
+                allow(&req, &[Method::POST], "POST")?;
+                let draining = *action == "drain";
+                let snapshot = self.cluster.load();
+                let b = snapshot
+                    .get(id)
+                    .ok_or_else(|| AdminError::NotFound(format!("no backend with id {id:?}")))?;
+                if b.health.is_draining() != draining {
+                    b.health.set_draining(draining);
+                    tracing::info!(backend = %b.id, "{}", if draining { "backend draining" } else { "backend undrained" });
+                }
+                Ok(json_response(StatusCode::OK, &backend_json(b, now_ms())))
+            }
             ["backends", id] if !id.is_empty() => {
                 let id = id.to_string();
                 match *req.method() {
@@ -149,10 +163,7 @@ impl Admin {
                         let b = snapshot.get(&id).ok_or_else(|| {
                             AdminError::NotFound(format!("no backend with id {id:?}"))
                         })?;
-                        Ok(json_response(
-                            StatusCode::OK,
-                            &json!({"id": &*b.id, "address": &*b.address, "weight": b.weight}),
-                        ))
+                        Ok(json_response(StatusCode::OK, &backend_json(b, now_ms())))
                     }
                     _ => Err(not_allowed(&req, "GET, PUT, DELETE")),
                 }
@@ -252,23 +263,49 @@ impl Admin {
             return Err(AdminError::BadRequest("`key` must not be empty".into()));
         }
         let snapshot = self.cluster.load();
-        let b = snapshot
+        let now = now_ms();
+        let owner = snapshot
             .owner(key.as_bytes())
             .ok_or_else(|| AdminError::Unavailable("no backends in the ring".into()))?;
+        // `backend` is what the proxy does right now; `owner` is the key's place on the ring.
+        let serving = snapshot.serving(key.as_bytes(), now).ok_or_else(|| {
+            AdminError::Unavailable(format!(
+                "no usable backend for this key: every candidate is down or draining (ring owner {} is {})",
+                owner.id,
+                owner.health.state(now).as_str()
+            ))
+        })?;
         Ok(json_response(
             StatusCode::OK,
-            &json!({"key": key, "backend": &*b.id, "address": &*b.address}),
+            &json!({
+                "key": key,
+                "backend": &*serving.id,
+                "address": &*serving.address,
+                "owner": &*owner.id,
+                "owner_state": owner.health.state(now).as_str(),
+            }),
         ))
     }
 }
 
 fn backends_json(s: &Snapshot) -> Value {
-    let list: Vec<Value> = s
-        .backends
-        .iter()
-        .map(|b| json!({"id": &*b.id, "address": &*b.address, "weight": b.weight}))
-        .collect();
+    let now = now_ms();
+    let list: Vec<Value> = s.backends.iter().map(|b| backend_json(b, now)).collect();
     json!({"version": s.version, "backends": list})
+}
+
+fn backend_json(b: &Backend, now: u64) -> Value {
+    let h = &b.health;
+    json!({
+        "id": &*b.id,
+        "address": &*b.address,
+        "weight": b.weight,
+        "state": h.state(now).as_str(),
+        "consecutive_failures": h.consecutive_failures(),
+        "failures": h.total_failures(),
+        "ejections": h.total_ejections(),
+        "ejected_for_ms": h.ejected_for(now),
+    })
 }
 
 fn ring_json(s: &Snapshot) -> Value {

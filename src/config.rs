@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::affinity::{AffinityConfig, OnMissing, Source};
+use crate::health::{HealthConfig, RawHealth};
 use crate::ring::{Member, Ring};
 
 pub const DEFAULT_VNODES: u32 = 160;
@@ -38,6 +39,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub vnodes: u32,
     pub affinity: AffinityConfig,
+    pub health: HealthConfig,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -48,6 +50,10 @@ pub struct ProxyConfig {
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub debug_headers: bool,
+    /// Backends one request may try (the ring owner, then the next candidates clockwise).
+    pub max_attempts: u32,
+    /// Retry idempotent requests with small bodies on the next candidate even after they were sent.
+    pub retry_idempotent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +82,8 @@ struct RawConfig {
     ring: RawRing,
     #[serde(default)]
     affinity: RawAffinity,
+    #[serde(default)]
+    health: RawHealth,
     backends: Option<Vec<RawBackend>>,
 }
 
@@ -87,6 +95,8 @@ struct RawProxy {
     request_timeout: Option<String>,
     shutdown_grace: Option<String>,
     debug_headers: Option<bool>,
+    max_attempts: Option<i64>,
+    retry_idempotent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +278,17 @@ impl TryFrom<RawConfig> for Config {
                 Duration::from_secs(10),
             )?,
             debug_headers: raw.proxy.debug_headers.unwrap_or(false),
+            max_attempts: match raw.proxy.max_attempts {
+                None => 3,
+                Some(n) if (1..=100).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(invalid(
+                        "proxy.max_attempts",
+                        format!("{n} is out of range; use 1 to 100"),
+                    ))
+                }
+            },
+            retry_idempotent: raw.proxy.retry_idempotent.unwrap_or(false),
         };
 
         let token = match raw.admin.token {
@@ -296,6 +317,7 @@ impl TryFrom<RawConfig> for Config {
         };
 
         let affinity = affinity_config(raw.affinity)?;
+        let health = HealthConfig::try_from_raw(raw.health)?;
 
         let raw_backends = raw.backends.ok_or_else(|| {
             invalid("backends", "missing; add [[backends]] tables, or `backends = []` to start empty and join through the admin API")
@@ -329,6 +351,7 @@ impl TryFrom<RawConfig> for Config {
             admin,
             vnodes,
             affinity,
+            health,
             backends,
         };
         // Catch what only the whole set can get wrong (the point limit).

@@ -13,8 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::affinity::{AffinityConfig, OnMissing};
-use crate::config::{AdminConfig, BackendConfig, Config, ProxyConfig, DEFAULT_VNODES};
+use crate::config::Config;
 use crate::server::{ServeError, Server};
 
 /// Serves `name\n` to every request on `listener` until `shutdown` fires.
@@ -60,35 +59,18 @@ pub async fn run(shutdown: CancellationToken) -> Result<(), ServeError> {
         addrs.push((name.to_string(), listener.local_addr().expect("bound")));
         tokio::spawn(named_backend(listener, name.to_string(), shutdown.clone()));
     }
-    let config = Config {
-        proxy: ProxyConfig {
-            listen: "127.0.0.1:8080".parse().expect("static"),
-            connect_timeout: std::time::Duration::from_secs(1),
-            request_timeout: std::time::Duration::from_secs(30),
-            shutdown_grace: std::time::Duration::from_secs(2),
-            debug_headers: true,
-        },
-        admin: AdminConfig {
-            listen: "127.0.0.1:9090".parse().expect("static"),
-            token: None,
-        },
-        vnodes: DEFAULT_VNODES,
-        affinity: AffinityConfig {
-            sources: vec![
-                "header:x-user-id".parse().expect("static"),
-                "query:uid".parse().expect("static"),
-            ],
-            on_missing: OnMissing::Random,
-        },
-        backends: addrs[..3]
-            .iter()
-            .map(|(id, addr)| BackendConfig {
-                id: id.clone(),
-                address: addr.to_string(),
-                weight: 1,
-            })
-            .collect(),
-    };
+    // The demo goes through the same config parser as a real deployment.
+    let mut text = String::from(
+        "[proxy]\nlisten = \"127.0.0.1:8080\"\nshutdown_grace = \"2s\"\ndebug_headers = true\n\
+         [admin]\nlisten = \"127.0.0.1:9090\"\n\
+         [affinity]\nkey = [\"header:x-user-id\", \"query:uid\"]\n",
+    );
+    for (id, addr) in &addrs[..3] {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"{id}\"\naddress = \"{addr}\"\n"
+        ));
+    }
+    let config = Config::parse(&text).expect("the demo config is valid");
     let server = Server::bind(&config).await?;
     let (p, a) = (server.proxy_addr(), server.admin_addr());
     let d = addrs[3].1;

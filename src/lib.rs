@@ -2,6 +2,7 @@ pub mod admin;
 pub mod affinity;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod hop;
 pub mod metrics;
 pub mod node;

@@ -34,6 +34,20 @@ struct ErrorLabels {
 enum RejectReason {
     MissingKey,
     NoBackends,
+    AllDown,
+    UpstreamFailed,
+    BadRequestBody,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    backend: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +60,9 @@ pub struct Metrics {
     responses: Family<ResponseLabels, Counter>,
     upstream_errors: Family<ErrorLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    retries: Family<BackendLabels, Counter>,
+    ejections: Family<BackendLabels, Counter>,
+    backend_state: Family<StateLabels, Gauge>,
     ring_version: Gauge<u64, AtomicU64>,
     ring_backends: Gauge,
 }
@@ -62,6 +79,9 @@ impl Metrics {
         let responses = Family::<ResponseLabels, Counter>::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
+        let retries = Family::<BackendLabels, Counter>::default();
+        let ejections = Family::<BackendLabels, Counter>::default();
+        let backend_state = Family::<StateLabels, Gauge>::default();
         let ring_version = Gauge::<u64, AtomicU64>::default();
         let ring_backends = Gauge::default();
         registry.register(
@@ -80,6 +100,21 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register(
+            "retries",
+            "Attempts on a later candidate after an earlier one failed, by the backend retried on",
+            retries.clone(),
+        );
+        registry.register(
+            "ejections",
+            "Passive ejections of a backend after consecutive failures",
+            ejections.clone(),
+        );
+        registry.register(
+            "backend_state",
+            "1 for each backend's current state (healthy, ejected, unhealthy, draining)",
+            backend_state.clone(),
+        );
+        registry.register(
             "ring_version",
             "Version of the current ring snapshot",
             ring_version.clone(),
@@ -94,6 +129,9 @@ impl Metrics {
             responses,
             upstream_errors,
             rejected,
+            retries,
+            ejections,
+            backend_state,
             ring_version,
             ring_backends,
         }
@@ -125,15 +163,44 @@ impl Metrics {
     pub fn rejected(&self, e: &ProxyError) {
         let reason = match e {
             ProxyError::MissingKey(_) => RejectReason::MissingKey,
-            _ => RejectReason::NoBackends,
+            ProxyError::NoBackends => RejectReason::NoBackends,
+            ProxyError::AllDown { .. } => RejectReason::AllDown,
+            ProxyError::ClientBody(_) => RejectReason::BadRequestBody,
+            _ => RejectReason::UpstreamFailed,
         };
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn retry(&self, backend: &str) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.retries.get_or_create(&labels).inc();
+    }
+
+    pub fn ejection(&self, backend: &str) {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.ejections.get_or_create(&labels).inc();
     }
 
     /// The Prometheus text exposition, with the ring gauges read from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         self.ring_version.set(snapshot.version);
         self.ring_backends.set(snapshot.backends.len() as i64);
+        // Rebuilt from the snapshot so backends that left disappear from the output.
+        self.backend_state.clear();
+        let now = crate::health::now_ms();
+        for b in &snapshot.backends {
+            let state = b.health.state(now).as_str();
+            self.backend_state
+                .get_or_create(&StateLabels {
+                    backend: b.id.to_string(),
+                    state,
+                })
+                .set(1);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

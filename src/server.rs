@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::health::HealthConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::snapshot::{ChangeError, Cluster};
@@ -41,6 +42,7 @@ pub struct Server {
     proxy: Arc<Proxy>,
     admin: Arc<Admin>,
     cluster: Arc<Cluster>,
+    health: HealthConfig,
     grace: Duration,
 }
 
@@ -59,6 +61,7 @@ impl Server {
             cluster.clone(),
             config.affinity.clone(),
             config.proxy.clone(),
+            config.health.clone(),
             metrics.clone(),
         ));
         let admin = Arc::new(Admin::new(
@@ -72,6 +75,7 @@ impl Server {
             proxy,
             admin,
             cluster,
+            health: config.health.clone(),
             grace: config.proxy.shutdown_grace,
         })
     }
@@ -102,6 +106,14 @@ impl Server {
             backends = self.cluster.load().backends.len(),
             "listening"
         );
+        if let Some(active) = self.health.active.clone() {
+            tracing::info!(path = %active.path, interval = ?active.interval, "active health checks on");
+            tokio::spawn(crate::health::run_checks(
+                self.cluster.clone(),
+                active,
+                shutdown.child_token(),
+            ));
+        }
         let graceful = GracefulShutdown::new();
         let proxy = self.proxy;
         let admin = self.admin;

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::{validate_address, validate_id, BackendConfig};
+use crate::health::BackendHealth;
 use crate::ring::{Member, Ring, RingError};
 
 /// One backend as the proxy uses it.
@@ -21,6 +22,8 @@ pub struct Backend {
     pub weight: u32,
     /// `address` parsed once, so the request path only clones it.
     pub authority: Authority,
+    /// Shared by every snapshot holding this backend: health changes never rebuild the ring.
+    pub health: Arc<BackendHealth>,
 }
 
 /// Everything a request needs to route, as of one version.
@@ -49,6 +52,14 @@ impl Snapshot {
     /// The backend owning `key` on the ring.
     pub fn owner(&self, key: &[u8]) -> Option<&Backend> {
         self.ring.lookup(key).map(|i| &self.backends[i])
+    }
+
+    /// The backend that would serve `key` now: the first usable candidate clockwise.
+    pub fn serving(&self, key: &[u8], now: u64) -> Option<&Backend> {
+        self.ring
+            .candidates(key)
+            .map(|i| &self.backends[i])
+            .find(|b| b.health.usable(now))
     }
 
     pub fn get(&self, id: &str) -> Option<&Backend> {
@@ -115,7 +126,16 @@ impl Cluster {
                     (Upsert::Unchanged, false)
                 }
                 Some(b) => {
-                    *b = new;
+                    // Same place: keep its health history. A new address is a new server: start
+                    // fresh, but an operator's drain stays.
+                    let health = if b.address == new.address {
+                        b.health.clone()
+                    } else {
+                        let h = Arc::new(BackendHealth::default());
+                        h.set_draining(b.health.is_draining());
+                        h
+                    };
+                    *b = Backend { health, ..new };
                     (Upsert::Updated, true)
                 }
                 None => {
@@ -171,6 +191,7 @@ fn backend(id: &str, address: &str, weight: i64) -> Result<Backend, ChangeError>
         address: address.into(),
         weight,
         authority,
+        health: Arc::new(BackendHealth::default()),
     })
 }
 

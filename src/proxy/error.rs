@@ -12,6 +12,10 @@ pub enum ProxyError {
     MissingKey(String),
     #[error("no backends in the ring")]
     NoBackends,
+    #[error("no usable backend: every candidate is down or draining ({skipped} skipped)")]
+    AllDown { skipped: usize },
+    #[error("cannot read the request body: {0}")]
+    ClientBody(String),
     #[error("cannot connect to backend {backend}: {reason}")]
     Connect { backend: String, reason: String },
     #[error("backend {backend} timed out")]
@@ -23,8 +27,8 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingKey(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackends => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoBackends | ProxyError::AllDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -34,7 +38,7 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let text = match &self {
-            ProxyError::MissingKey(_) => format!("{self}\n"),
+            ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => format!("{self}\n"),
             _ => format!("{}: {self}\n", status.canonical_reason().unwrap_or("error")),
         };
         let mut res = Response::new(

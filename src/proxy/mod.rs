@@ -4,6 +4,7 @@
 //! ring, rewrite the request for the upstream (hop-by-hop headers out, `X-Forwarded-*` in, the
 //! chosen backend as the only possible destination) and stream it through the pooled client.
 
+mod body;
 mod error;
 mod service;
 mod upstream;

@@ -1,4 +1,4 @@
-//! The per-request path: key → snapshot → backend → forward.
+//! The per-request path: key → snapshot → first usable candidate → forward, failing over.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,19 +6,21 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{Request, Response};
+use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use rand::Rng;
 
+use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
 use super::upstream::{self, Failure, Upstream};
 use super::ProxyBody;
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::config::ProxyConfig;
+use crate::health::{now_ms, HealthConfig};
 use crate::hop;
 use crate::metrics::Metrics;
-use crate::snapshot::{Backend, Cluster, Snapshot};
+use crate::ring::hash_key;
+use crate::snapshot::{Backend, Cluster};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -29,8 +31,16 @@ pub struct Proxy {
     cluster: Arc<Cluster>,
     affinity: AffinityConfig,
     config: ProxyConfig,
+    health: HealthConfig,
     client: Upstream,
     metrics: Arc<Metrics>,
+}
+
+/// The request as it goes upstream, minus the destination.
+struct Head {
+    method: Method,
+    path: PathAndQuery,
+    headers: HeaderMap,
 }
 
 impl Proxy {
@@ -38,6 +48,7 @@ impl Proxy {
         cluster: Arc<Cluster>,
         affinity: AffinityConfig,
         config: ProxyConfig,
+        health: HealthConfig,
         metrics: Arc<Metrics>,
     ) -> Proxy {
         let client = upstream::client(config.connect_timeout);
@@ -45,125 +56,156 @@ impl Proxy {
             cluster,
             affinity,
             config,
+            health,
             client,
             metrics,
         }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
-        let snapshot = self.cluster.load();
-        let backend = match self.choose(&snapshot, &parts, peer) {
-            Ok(b) => b.clone(),
+        match self.forward(req, peer).await {
+            Ok(res) => res,
             Err(e) => {
                 self.metrics.rejected(&e);
-                return e.into_response();
-            }
-        };
-        drop(snapshot);
-
-        let req = self.upstream_request(parts, body, &backend, peer);
-        let result =
-            tokio::time::timeout(self.config.request_timeout, self.client.request(req)).await;
-        let outcome = match result {
-            Ok(Ok(res)) => Ok(res),
-            Ok(Err(e)) => {
-                let reason = upstream::describe(&e);
-                tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
-                Err(match upstream::classify(&e) {
-                    Failure::Connect => ProxyError::Connect {
-                        backend: backend.id.to_string(),
-                        reason,
-                    },
-                    Failure::ConnectTimeout => ProxyError::Timeout {
-                        backend: backend.id.to_string(),
-                    },
-                    Failure::Protocol => ProxyError::Upstream {
-                        backend: backend.id.to_string(),
-                        reason,
-                    },
-                })
-            }
-            Err(_elapsed) => {
-                tracing::warn!(backend = %backend.id, timeout = ?self.config.request_timeout, "upstream request timed out");
-                Err(ProxyError::Timeout {
-                    backend: backend.id.to_string(),
-                })
-            }
-        };
-        match outcome {
-            Ok(res) => {
-                self.metrics.response(&backend.id, res.status().as_u16());
-                self.downstream_response(res, &backend)
-            }
-            Err(e) => {
-                self.metrics.upstream_error(&backend.id, &e);
                 e.into_response()
             }
         }
     }
 
-    /// The backend for this request: the key's owner, or per `on_missing` when there is no key.
-    fn choose<'s>(
+    async fn forward(
         &self,
-        snapshot: &'s Snapshot,
-        parts: &Parts,
+        req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<&'s Backend, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let position = self.position(&parts, peer)?;
+        let snapshot = self.cluster.load();
         if snapshot.backends.is_empty() {
             return Err(ProxyError::NoBackends);
         }
+        let retry_after_send = self.config.retry_idempotent && is_idempotent(&parts.method);
+        let body = RequestBody::new(body, retry_after_send)
+            .await
+            .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
+        let head = upstream_head(parts, peer);
+
+        let now = now_ms();
+        let (mut attempts, mut skipped) = (0u32, 0usize);
+        let mut last_error = None;
+        for index in snapshot.ring.candidates_hash(position) {
+            let backend = &snapshot.backends[index];
+            if !backend.health.usable(now) {
+                skipped += 1;
+                continue;
+            }
+            if attempts == self.config.max_attempts {
+                break;
+            }
+            let Some(attempt_body) = body.attempt() else {
+                break;
+            };
+            if attempts > 0 {
+                self.metrics.retry(&backend.id);
+            }
+            attempts += 1;
+            match self.send(&head, attempt_body, backend).await {
+                Ok(res) => {
+                    if self.health.fail_on_5xx && res.status().is_server_error() {
+                        self.failed(backend);
+                    } else {
+                        backend.health.record_success();
+                    }
+                    self.metrics.response(&backend.id, res.status().as_u16());
+                    return Ok(self.downstream_response(res, backend));
+                }
+                Err((failure, error)) => {
+                    self.metrics.upstream_error(&backend.id, &error);
+                    let unsent = matches!(failure, Failure::Connect | Failure::ConnectTimeout);
+                    if unsent {
+                        self.failed(backend);
+                    }
+                    last_error = Some(error);
+                    // A request that reached the backend is only sent again when that is safe.
+                    let may_resend = retry_after_send && body.replayable();
+                    if !unsent && !may_resend {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ProxyError::AllDown { skipped }))
+    }
+
+    /// The ring position to start from: the key's hash, or a random one when there is no key.
+    fn position(&self, parts: &Parts, peer: SocketAddr) -> Result<u64, ProxyError> {
         match self.affinity.extract(parts, peer.ip()) {
-            Some(key) => snapshot.owner(&key).ok_or(ProxyError::NoBackends),
+            Some(key) => Ok(hash_key(&key)),
             None => match self.affinity.on_missing {
                 OnMissing::Reject => Err(ProxyError::MissingKey(self.affinity.describe())),
-                OnMissing::Random => {
-                    let i = rand::thread_rng().gen_range(0..snapshot.backends.len());
-                    Ok(&snapshot.backends[i])
-                }
+                // A random point picks a backend in proportion to its share, then fails over.
+                OnMissing::Random => Ok(rand::random()),
             },
         }
     }
 
-    /// Rewrites the client's request for `backend`. The destination is always the backend: the
-    /// request's own authority (absolute URI or Host) is never used to pick where to connect.
-    fn upstream_request(
+    /// One attempt against one backend, bounded by the request timeout.
+    async fn send(
         &self,
-        mut parts: Parts,
-        body: Incoming,
+        head: &Head,
+        body: UpstreamBody,
         backend: &Backend,
-        peer: SocketAddr,
-    ) -> Request<Incoming> {
-        // HTTP/2 clients send :authority instead of Host; keep it as Host for the backend.
-        if !parts.headers.contains_key(HOST) {
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(HOST, v);
-            }
-        }
-        hop::strip(&mut parts.headers);
-        append_forwarded_for(&mut parts.headers, peer);
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
+    ) -> Result<Response<Incoming>, (Failure, ProxyError)> {
+        let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(backend.authority.clone())
-            .path_and_query(path)
+            .path_and_query(head.path.clone())
             .build()
             .expect("scheme, authority and path are each valid");
-        // Backends speak HTTP/1.1; the pooled client decides the wire version.
-        parts.version = http::Version::HTTP_11;
-        Request::from_parts(parts, body)
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = head.headers.clone();
+
+        let id = || backend.id.to_string();
+        match tokio::time::timeout(self.config.request_timeout, self.client.request(req)).await {
+            Ok(Ok(res)) => Ok(res),
+            Ok(Err(e)) => {
+                let reason = upstream::describe(&e);
+                tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
+                let failure = upstream::classify(&e);
+                Err((
+                    failure,
+                    match failure {
+                        Failure::Connect => ProxyError::Connect {
+                            backend: id(),
+                            reason,
+                        },
+                        Failure::ConnectTimeout => ProxyError::Timeout { backend: id() },
+                        Failure::Protocol => ProxyError::Upstream {
+                            backend: id(),
+                            reason,
+                        },
+                    },
+                ))
+            }
+            Err(_elapsed) => {
+                tracing::warn!(backend = %backend.id, timeout = ?self.config.request_timeout, "upstream request timed out");
+                Err((Failure::Protocol, ProxyError::Timeout { backend: id() }))
+            }
+        }
+    }
+
+    fn failed(&self, backend: &Backend) {
+        if let crate::health::Transition::Ejected(length) =
+            backend.health.record_failure(now_ms(), &self.health)
+        {
+            tracing::warn!(
+                backend = %backend.id, address = %backend.address, eject_for = ?length,
+                "backend ejected after {} consecutive failures", self.health.fail_threshold
+            );
+            self.metrics.ejection(&backend.id);
+        }
     }
 
     fn downstream_response(
@@ -182,8 +224,45 @@ impl Proxy {
     }
 }
 
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Rewrites the client's request head for the upstream. The destination is always a ring
+/// backend: the request's own authority (absolute URI or Host) never picks where to connect.
+fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
+    // HTTP/2 clients send :authority instead of Host; keep it as Host for the backend.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    hop::strip(&mut parts.headers);
+    append_forwarded_for(&mut parts.headers, peer);
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Head {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+    }
+}
+
 /// Appends the peer to `X-Forwarded-For`, keeping what earlier proxies wrote.
-fn append_forwarded_for(headers: &mut http::HeaderMap, peer: SocketAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let mut value = String::new();
     for prior in headers
         .get_all(X_FORWARDED_FOR)

@@ -4,13 +4,13 @@ use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use super::body::UpstreamBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// The HTTP client that talks to backends, one pool per backend address.
-pub type Upstream = Client<HttpConnector, Incoming>;
+pub type Upstream = Client<HttpConnector, UpstreamBody>;
 
 pub fn client(connect_timeout: Duration) -> Upstream {
     let mut connector = HttpConnector::new();

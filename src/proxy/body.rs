@@ -1,0 +1,124 @@
+//! Request bodies that can be sent again.
+//!
+//! hyper's client consumes a request even when it never managed to connect, so a streamed body
+//! would be lost with the failed attempt. [`RequestBody`] keeps the client's body in a shared
+//! slot that the upstream body only empties when hyper first polls it: if the connection
+//! failed, nothing was polled and the same body goes to the next candidate. Empty bodies and
+//! small buffered ones (for idempotent retries after sending) replay freely.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// Bodies up to this size are buffered when an idempotent request may be retried after sending.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+type Slot = Arc<Mutex<Option<Incoming>>>;
+
+/// The client's request body, held across attempts.
+pub enum RequestBody {
+    Empty,
+    Buffered(Bytes),
+    Streamed { slot: Slot, hint: SizeHint },
+}
+
+impl RequestBody {
+    /// Wraps `body`; buffers it when `buffer` and it is known to be small.
+    pub async fn new(body: Incoming, buffer: bool) -> Result<RequestBody, hyper::Error> {
+        if body.is_end_stream() {
+            return Ok(RequestBody::Empty);
+        }
+        let hint = body.size_hint();
+        if buffer && hint.upper().is_some_and(|n| n <= MAX_REPLAY_BODY) {
+            return Ok(RequestBody::Buffered(body.collect().await?.to_bytes()));
+        }
+        Ok(RequestBody::Streamed {
+            slot: Arc::new(Mutex::new(Some(body))),
+            hint,
+        })
+    }
+
+    /// A body for the next attempt, or `None` once a streamed body has started to be sent.
+    pub fn attempt(&self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Empty => Some(UpstreamBody::Empty),
+            RequestBody::Buffered(b) => Some(UpstreamBody::Buffered(Some(b.clone()))),
+            RequestBody::Streamed { slot, hint } => {
+                lock(slot).is_some().then(|| UpstreamBody::Streamed {
+                    slot: slot.clone(),
+                    body: None,
+                    hint: *hint,
+                })
+            }
+        }
+    }
+
+    /// Can a request be sent again after it reached a backend? (Only if nothing streams.)
+    pub fn replayable(&self) -> bool {
+        !matches!(self, RequestBody::Streamed { .. })
+    }
+}
+
+fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The body of one upstream attempt.
+pub enum UpstreamBody {
+    Empty,
+    Buffered(Option<Bytes>),
+    Streamed {
+        slot: Slot,
+        body: Option<Incoming>,
+        hint: SizeHint,
+    },
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            UpstreamBody::Streamed { slot, body, .. } => {
+                if body.is_none() {
+                    // First poll: from here on the body belongs to this attempt.
+                    *body = lock(slot).take();
+                }
+                match body {
+                    Some(b) => Pin::new(b).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Buffered(b) => b.is_none(),
+            UpstreamBody::Streamed { body: Some(b), .. } => b.is_end_stream(),
+            UpstreamBody::Streamed { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            UpstreamBody::Streamed { body: Some(b), .. } => b.size_hint(),
+            UpstreamBody::Streamed { hint, .. } => *hint,
+        }
+    }
+}
