@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -114,38 +115,51 @@ impl Server {
                 shutdown.child_token(),
             ));
         }
-        let graceful = GracefulShutdown::new();
+        let conns = Connections::default();
         let proxy = self.proxy;
         let admin = self.admin;
-        let proxy_loop = accept_loop(
-            self.proxy_listener,
-            &graceful,
-            &shutdown,
-            move |req, peer| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer).await }
-            },
-        );
-        let admin_loop = accept_loop(self.admin_listener, &graceful, &shutdown, move |req, _| {
+        let proxy_loop = accept_loop(self.proxy_listener, &conns, &shutdown, move |req, peer| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(req, peer).await }
+        });
+        let admin_loop = accept_loop(self.admin_listener, &conns, &shutdown, move |req, _| {
             let admin = admin.clone();
             async move { admin.handle(req).await }
         });
         tokio::join!(proxy_loop, admin_loop);
 
         tracing::info!(grace = ?self.grace, "shutting down: waiting for in-flight requests");
-        match tokio::time::timeout(self.grace, graceful.shutdown()).await {
+        conns.shutdown(self.grace).await;
+    }
+}
+
+/// The live connections: graceful shutdown first, then a hard stop when the grace runs out.
+#[derive(Default)]
+struct Connections {
+    graceful: GracefulShutdown,
+    tasks: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+impl Connections {
+    async fn shutdown(self, grace: Duration) {
+        match tokio::time::timeout(grace, self.graceful.shutdown()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => {
-                tracing::warn!(grace = ?self.grace, "grace period over; dropping remaining connections")
+                tracing::warn!(?grace, "grace period over; closing remaining connections");
+                self.hard_stop.cancel();
             }
         }
+        // Connection tasks end promptly now: either finished or dropped by the hard stop.
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
 /// Accepts connections until `shutdown` fires, serving each with `handler`.
 async fn accept_loop<H, F, B>(
     listener: TcpListener,
-    graceful: &GracefulShutdown,
+    conns: &Connections,
     shutdown: &CancellationToken,
     handler: H,
 ) where
@@ -184,10 +198,15 @@ async fn accept_loop<H, F, B>(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let conn = conns.graceful.watch(conn);
+        let hard_stop = conns.hard_stop.clone();
+        conns.tasks.spawn(async move {
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                // Dropping the connection closes it.
+                _ = hard_stop.cancelled() => {}
             }
         });
     }

@@ -1,0 +1,177 @@
+//! Scripted HTTP/1.1 backends on 127.0.0.1:0 that say who they are and behave as the path asks.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+type BackendBody = BoxBody<Bytes, hyper::Error>;
+
+/// A scripted HTTP/1.1 backend. Every response carries `x-backend: NAME`; the path picks the
+/// behaviour: `/status/NNN`, `/echo`, `/big/N`, `/slow/MS`, `/headers`, anything else → the name.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Requests received so far (counted when the request head arrives).
+    pub hits: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl TestBackend {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and closes every connection: the port is closed afterwards.
+    pub fn stop(&self) {
+        self.accept.abort();
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+pub async fn start_backend(name: &str) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let name_owned = name.to_string();
+    let counter = hits.clone();
+    let accept = tokio::spawn(async move {
+        // Dropping the set (when this task is aborted) aborts every connection task.
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while conns.try_join_next().is_some() {}
+            let name = name_owned.clone();
+            let counter = counter.clone();
+            conns.spawn(async move {
+                let service = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let name = name.clone();
+                    async move { Ok::<_, Infallible>(backend_answer(&name, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    TestBackend {
+        name: name.to_string(),
+        addr,
+        hits,
+        accept,
+    }
+}
+
+/// A port that was just free and is now closed: connecting to it is refused.
+pub async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn full(data: impl Into<Bytes>) -> BackendBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn backend_answer(name: &str, req: Request<Incoming>) -> Response<BackendBody> {
+    let path = req.uri().path().to_string();
+    let arg = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let (status, body) = if let Some(code) = arg("/status/") {
+        (
+            StatusCode::from_u16(code as u16).unwrap(),
+            full(name.to_string()),
+        )
+    } else if path == "/echo" {
+        (StatusCode::OK, req.into_body().boxed())
+    } else if let Some(n) = arg("/big/") {
+        (
+            StatusCode::OK,
+            Pattern::new(n).map_err(|never| match never {}).boxed(),
+        )
+    } else if let Some(ms) = arg("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        (StatusCode::OK, full(name.to_string()))
+    } else if path == "/headers" {
+        let mut map = serde_json::Map::new();
+        for (k, v) in req.headers() {
+            let entry = map
+                .entry(k.as_str().to_string())
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(list) = entry {
+                list.push(Value::String(String::from_utf8_lossy(v.as_bytes()).into()));
+            }
+        }
+        (StatusCode::OK, full(serde_json::to_vec(&map).unwrap()))
+    } else {
+        (StatusCode::OK, full(name.to_string()))
+    };
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    res.headers_mut().insert("x-backend", name.parse().unwrap());
+    res
+}
+
+/// Byte `i` of the deterministic pattern that `/big/N` streams.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+pub fn pattern(len: u64) -> Vec<u8> {
+    (0..len).map(pattern_byte).collect()
+}
+
+/// A body streaming `len` pattern bytes in 64 KiB frames, never holding more than one frame.
+pub struct Pattern {
+    sent: u64,
+    len: u64,
+}
+
+impl Pattern {
+    pub fn new(len: u64) -> Pattern {
+        Pattern { sent: 0, len }
+    }
+}
+
+impl Body for Pattern {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.len {
+            return Poll::Ready(None);
+        }
+        let n = (self.len - self.sent).min(64 * 1024);
+        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
+        self.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
