@@ -126,8 +126,12 @@ impl BackendHealth {
     /// A request failed at this backend; ejects it when the streak reaches the threshold.
     pub fn record_failure(&self, now: u64, config: &HealthConfig) -> Transition {
         self.total_failures.fetch_add(1, Relaxed);
+        // Failures of requests that were in flight when it was ejected say nothing new.
+        if self.ejected_until.load(Relaxed) > now {
+            return Transition::None;
+        }
         let streak = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-        if streak < config.fail_threshold || self.ejected_until.load(Relaxed) > now {
+        if streak < config.fail_threshold {
             return Transition::None;
         }
         self.consecutive_failures.store(0, Relaxed);
@@ -196,6 +200,12 @@ mod tests {
         );
         assert!(!h.usable(100));
         assert_eq!(h.state(100), State::Ejected);
+        assert_eq!(h.record_failure(200, &c), Transition::None);
+        assert_eq!(
+            h.consecutive_failures(),
+            0,
+            "late failures while ejected do not count"
+        );
         assert!(h.usable(10_100));
         assert_eq!(h.state(10_100), State::Healthy);
     }

@@ -1,0 +1,806 @@
+//! Passive failover with real backends killed for real: a kill under a steady request stream,
+//! a restart on the same address after the ejection, drain/undrain, health kept across
+//! membership changes, every backend down, and `fail_on_5xx`. Expected routing is computed with
+//! the same `Ring` the proxy uses: a key whose owner is unusable goes to its next usable
+//! candidate clockwise, and no other key ever moves.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ringproxy::ring::{Member, Ring};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+
+// ---- helpers --------------------------------------------------------------------------------
+
+/// The ring the proxy builds for these ids (weight 1, default vnodes).
+fn ring(ids: &[&str]) -> Ring {
+    Ring::new(ids.iter().map(|id| Member::new(*id, 1)), 160).unwrap()
+}
+
+/// The first candidate of `key` clockwise that is not in `down`.
+fn serving(ring: &Ring, key: &str, down: &[&str]) -> String {
+    ring.candidates(key.as_bytes())
+        .map(|i| ring.member(i).id.to_string())
+        .find(|id| !down.contains(&id.as_str()))
+        .expect("a usable candidate")
+}
+
+fn expected(ring: &Ring, keys: &[String], down: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| serving(ring, k, down)).collect()
+}
+
+/// `[[backends]]` tables for (id, address) pairs.
+fn config(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)]) -> String {
+    let backends: String = list
+        .iter()
+        .map(|(id, addr)| format!("[[backends]]\nid = \"{id}\"\naddress = \"{addr}\"\n"))
+        .collect();
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         {extra}\n{backends}"
+    )
+}
+
+/// The `GET /backends` entry of `id`.
+async fn backend_state(p: &TestProxy, id: &str) -> Value {
+    let all = p.backends().await;
+    all["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {all}"))
+        .clone()
+}
+
+async fn ring_version(p: &TestProxy) -> u64 {
+    let r = p.admin(Method::GET, "/ring", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.json()["version"].as_u64().unwrap()
+}
+
+/// Asserts that real requests route every key as `want`, naming the first few that do not.
+async fn assert_routing(p: &TestProxy, keys: &[String], want: &[String], what: &str) {
+    let got = p.owners_by_request(keys).await;
+    let wrong: Vec<String> = (0..keys.len())
+        .filter(|&i| got[i] != want[i])
+        .map(|i| format!("{} on {} (want {})", keys[i], got[i], want[i]))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} keys misrouted, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+async fn get_key(p: &TestProxy, path: &str, key: &str) -> Reply {
+    p.get(path, &[("x-user-id", key)]).await
+}
+
+// ---- a backend that can be restarted on the same address ------------------------------------
+
+/// Answers like the common backends (body = name, `x-backend: name`); `stop` closes the port
+/// and every connection, `restart` binds the same address again, as a restarted process would.
+struct Restartable {
+    name: String,
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Restartable {
+    async fn start(name: &str) -> Restartable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut b = Restartable {
+            name: name.to_string(),
+            addr: listener.local_addr().unwrap(),
+            hits: Arc::new(AtomicUsize::new(0)),
+            task: None,
+        };
+        b.serve(listener);
+        b
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (name, hits) = (self.name.clone(), self.hits.clone());
+        self.task = Some(tokio::spawn(async move {
+            // Dropped with this task: aborts every connection.
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                while conns.try_join_next().is_some() {}
+                let (name, hits) = (name.clone(), hits.clone());
+                conns.spawn(async move {
+                    let service = service_fn(move |_req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let mut res = Response::new(Full::new(Bytes::from(name.clone())));
+                        res.headers_mut().insert("x-backend", name.parse().unwrap());
+                        async move { Ok::<_, Infallible>(res) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener and every connection; returns once the port is closed.
+    async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens on the same address again (retrying while the old socket lingers, up to 3 s).
+    async fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let listener = loop {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            match socket.bind(self.addr).and_then(|()| socket.listen(1024)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    println!("rebinding {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Restartable {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+// ---- kill under load ------------------------------------------------------------------------
+
+const BEFORE_KILL: u8 = 0;
+const KILLED: u8 = 1;
+const EJECTED: u8 = 2;
+
+struct Sample {
+    key: usize,
+    /// What the test had done when the request was sent.
+    phase: u8,
+    status: StatusCode,
+    backend: Option<String>,
+    body: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backend_fails_over_to_next_candidate_without_errors() {
+    let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(start_backend(name).await);
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    let p = Arc::new(start_proxy(&config_proxy("debug_headers = true", "", &refs)).await);
+    let ring = ring(&names);
+    let keys = Arc::new(keys(400));
+    let owners = expected(&ring, &keys, &[]);
+    assert_routing(&p, &keys, &owners, "before the kill").await;
+    let version = ring_version(&p).await;
+
+    let victim = "cache-c";
+    let after = expected(&ring, &keys, &[victim]);
+    let victim_keys = owners.iter().filter(|o| *o == victim).count();
+    assert!(victim_keys > 50, "{victim} owns only {victim_keys} keys");
+
+    // Two clients, each sending PASSES passes over every key (in opposite orders).
+    const PASSES: usize = 4;
+    let total = 2 * PASSES * keys.len();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let phase = Arc::new(AtomicU8::new(BEFORE_KILL));
+    let mut clients = JoinSet::new();
+    for worker in 0..2 {
+        let (p, keys, sent, phase) = (p.clone(), keys.clone(), sent.clone(), phase.clone());
+        clients.spawn(async move {
+            let mut samples = Vec::new();
+            for _ in 0..PASSES {
+                for j in 0..keys.len() {
+                    let key = if worker == 0 { j } else { keys.len() - 1 - j };
+                    let phase = phase.load(Ordering::SeqCst);
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let r = get_key(&p, "/", &keys[key]).await;
+                    let backend = r
+                        .headers
+                        .get("x-ringproxy-backend")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    if r.status == StatusCode::OK {
+                        assert_eq!(backend.as_deref(), Some(r.backend().as_str()));
+                    }
+                    let body = r.text();
+                    samples.push(Sample {
+                        key,
+                        phase,
+                        status: r.status,
+                        backend,
+                        body,
+                    });
+                }
+            }
+            samples
+        });
+    }
+
+    // Kill mid-stream, then watch for the ejection.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sent.load(Ordering::SeqCst) < total / 4 {
+        assert!(Instant::now() < deadline, "clients stalled");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let sent_at_kill = sent.load(Ordering::SeqCst);
+    let killed_at = Instant::now();
+    phase.store(KILLED, Ordering::SeqCst);
+    backends[2].stop();
+    let sent_at_ejection = loop {
+        if backend_state(&p, victim).await["state"] == "ejected" {
+            break sent.load(Ordering::SeqCst);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{victim} not ejected: {}",
+            backend_state(&p, victim).await
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let ejected_after = killed_at.elapsed();
+    phase.store(EJECTED, Ordering::SeqCst);
+
+    let mut samples = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        samples.extend(done.unwrap());
+    }
+    assert_eq!(samples.len(), total);
+    let mut errors = Vec::new();
+    for s in &samples {
+        let (key, owner) = (&keys[s.key], owners[s.key].as_str());
+        if s.status != StatusCode::OK {
+            errors.push(format!("{key} (owner {owner}): {} {:?}", s.status, s.body));
+            continue;
+        }
+        let got = s.backend.as_deref().unwrap();
+        if owner != victim {
+            assert_eq!(
+                got, owner,
+                "{key} of live {owner} moved (phase {})",
+                s.phase
+            );
+        } else {
+            let ok = match s.phase {
+                BEFORE_KILL => got == victim,
+                KILLED => got == victim || got == after[s.key],
+                _ => got == after[s.key],
+            };
+            assert!(
+                ok,
+                "{key} of {victim}: served by {got} in phase {}",
+                s.phase
+            );
+        }
+    }
+    let state = backend_state(&p, victim).await;
+    let dead_key_requests_until_ejection = samples
+        .iter()
+        .filter(|s| s.phase == KILLED && owners[s.key] == victim)
+        .count();
+    println!(
+        "kill test: {total} requests over {} keys ({victim_keys} on {victim}); killed after {sent_at_kill}; \
+         ejected {:?} and {} requests ({dead_key_requests_until_ejection} for {victim}'s keys) later; \
+         connect failures recorded: {}; non-200 responses: {}",
+        keys.len(),
+        ejected_after,
+        sent_at_ejection - sent_at_kill,
+        state["failures"],
+        errors.len()
+    );
+    for e in &errors {
+        println!("  non-200: {e}");
+    }
+    assert!(
+        errors.len() <= 3,
+        "{} non-200 responses (fail_threshold is 3): {errors:?}",
+        errors.len()
+    );
+
+    // Settled: the dead backend's keys on their next candidate, everything else untouched.
+    assert_routing(&p, &keys, &after, "after the ejection").await;
+    assert_eq!(state["state"], "ejected", "{state}");
+    assert_eq!(state["ejections"], 1, "{state}");
+    assert!(state["failures"].as_u64().unwrap() >= 3, "{state}");
+    assert!(state["ejected_for_ms"].as_u64().unwrap() > 0, "{state}");
+    for id in names.iter().filter(|id| **id != victim) {
+        let s = backend_state(&p, id).await;
+        assert_eq!(s["state"], "healthy", "{s}");
+        assert_eq!(s["failures"], 0, "{s}");
+    }
+    assert_eq!(
+        ring_version(&p).await,
+        version,
+        "health must not rebuild the ring"
+    );
+    let k = (0..keys.len()).find(|&i| owners[i] == victim).unwrap();
+    let route = p.owner_by_admin(&keys[k]).await;
+    assert_eq!(route["backend"], after[k].as_str(), "{route}");
+    assert_eq!(route["owner"], victim, "{route}");
+    assert_eq!(route["owner_state"], "ejected", "{route}");
+}
+
+// ---- restart on the same address ------------------------------------------------------------
+
+/// Sends requests for `keys` (which must all be served by `want` meanwhile) until `id` is
+/// ejected; returns how many it took.
+async fn requests_until_ejected(p: &TestProxy, id: &str, keys: &[(String, String)]) -> usize {
+    for n in 1..=20 {
+        let (key, want) = &keys[(n - 1) % keys.len()];
+        let r = get_key(p, "/", key).await;
+        assert_eq!(r.status, StatusCode::OK, "{key}: {}", r.text());
+        assert_eq!(&r.backend(), want, "{key} while {id} is down");
+        if backend_state(p, id).await["state"] == "ejected" {
+            return n;
+        }
+    }
+    panic!(
+        "{id} not ejected after 20 requests: {}",
+        backend_state(p, id).await
+    );
+}
+
+/// Polls `GET /backends` until `id` is in `state` (at most `within`).
+async fn wait_state(p: &TestProxy, id: &str, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = backend_state(p, id).await;
+        if s["state"] == state {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} not {state} within {within:?}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
+    let (a, b, c) = (
+        start_backend("cache-a").await,
+        start_backend("cache-b").await,
+        start_backend("cache-c").await,
+    );
+    let mut r = Restartable::start("cache-r").await;
+    let list = [
+        ("cache-a", a.addr),
+        ("cache-b", b.addr),
+        ("cache-c", c.addr),
+        ("cache-r", r.addr),
+    ];
+    let health = "[health]\nfail_threshold = 3\neject_for = \"300ms\"\nmax_eject_for = \"5s\"";
+    let p = start_proxy(&config("", health, &list)).await;
+    let ring = ring(&["cache-a", "cache-b", "cache-c", "cache-r"]);
+    let keys = keys(200);
+    let owners = expected(&ring, &keys, &[]);
+    let after = expected(&ring, &keys, &["cache-r"]);
+    assert_routing(&p, &keys, &owners, "at start").await;
+    let r_keys: Vec<(String, String)> = (0..keys.len())
+        .filter(|&i| owners[i] == "cache-r")
+        .map(|i| (keys[i].clone(), after[i].clone()))
+        .collect();
+    assert!(r_keys.len() > 20, "cache-r owns {} keys", r_keys.len());
+    let version = ring_version(&p).await;
+
+    // Down: connect failures are retried on the next candidate, the third one ejects.
+    r.stop().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
+    let s = backend_state(&p, "cache-r").await;
+    println!("restart test: ejected after {n} requests: {s}");
+    assert_eq!(n, 3, "fail_threshold = 3");
+    let left = s["ejected_for_ms"].as_u64().unwrap();
+    assert!(
+        (1..=300).contains(&left),
+        "first ejection is eject_for: {s}"
+    );
+    // (Only a few keys: a full pass could outlast the 300 ms ejection.)
+    let few: Vec<String> = keys[..16].to_vec();
+    assert_routing(&p, &few, &after[..16], "while cache-r is ejected").await;
+
+    // Still down when the ejection ends: ejected again, for twice as long.
+    wait_state(&p, "cache-r", "healthy", Duration::from_secs(2)).await;
+    let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
+    let s = backend_state(&p, "cache-r").await;
+    assert_eq!(n, 3, "{s}");
+    let left = s["ejected_for_ms"].as_u64().unwrap();
+    assert!((301..=600).contains(&left), "second ejection doubles: {s}");
+    assert_eq!(s["ejections"], 2, "{s}");
+
+    // Back on the same address: once the ejection ends, its keys come back; nothing else moved.
+    r.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (key, _) = &r_keys[0];
+        let got = get_key(&p, "/", key).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+        if got.backend() == "cache-r" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never came back to cache-r"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_routing(&p, &keys, &owners, "after the restart").await;
+    let s = backend_state(&p, "cache-r").await;
+    assert_eq!(s["state"], "healthy", "{s}");
+    assert_eq!(s["consecutive_failures"], 0, "{s}");
+    assert!(r.hits.load(Ordering::SeqCst) > 0);
+    assert_eq!(ring_version(&p).await, version);
+
+    // A success reset the doubling: the next ejection is eject_for again.
+    r.stop().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    requests_until_ejected(&p, "cache-r", &r_keys).await;
+    let s = backend_state(&p, "cache-r").await;
+    let left = s["ejected_for_ms"].as_u64().unwrap();
+    assert!(
+        (1..=300).contains(&left),
+        "doubling reset by the success: {s}"
+    );
+    assert_eq!(s["ejections"], 3, "{s}");
+}
+
+// ---- drain / undrain ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
+    let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(start_backend(name).await);
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    let p = Arc::new(start_proxy(&config_with("", &refs)).await);
+    let ring = ring(&names);
+    let keys = keys(300);
+    let owners = expected(&ring, &keys, &[]);
+    assert_routing(&p, &keys, &owners, "at start").await;
+    let version = ring_version(&p).await;
+
+    // A request cache-b already holds finishes there.
+    let b_key = keys[owners.iter().position(|o| o == "cache-b").unwrap()].clone();
+    let before = backends[1].hits();
+    let inflight = {
+        let p = p.clone();
+        tokio::spawn(async move { get_key(&p, "/slow/300", &b_key).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while backends[1].hits() == before {
+        assert!(Instant::now() < deadline, "request never reached cache-b");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = p.admin(Method::POST, "/backends/cache-b/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["id"], "cache-b", "{b}");
+    assert_eq!(b["state"], "draining", "{b}");
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "in-flight request: {}", r.text());
+    assert_eq!(r.backend(), "cache-b");
+    let hits = backends[1].hits();
+    let drained = expected(&ring, &keys, &["cache-b"]);
+    let moved = (0..keys.len()).filter(|&i| drained[i] != owners[i]).count();
+    assert_eq!(moved, owners.iter().filter(|o| *o == "cache-b").count());
+    assert_routing(&p, &keys, &drained, "cache-b drained").await;
+    assert_eq!(
+        backends[1].hits(),
+        hits,
+        "a draining backend gets no requests"
+    );
+    let k = (0..keys.len()).find(|&i| owners[i] == "cache-b").unwrap();
+    let route = p.owner_by_admin(&keys[k]).await;
+    assert_eq!(route["backend"], drained[k].as_str(), "{route}");
+    assert_eq!(route["owner"], "cache-b", "{route}");
+    assert_eq!(route["owner_state"], "draining", "{route}");
+
+    // Draining again is a no-op; a second drained backend sends keys one candidate further.
+    let r = p.admin(Method::POST, "/backends/cache-b/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = p.admin(Method::POST, "/backends/cache-c/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let two = expected(&ring, &keys, &["cache-b", "cache-c"]);
+    assert_routing(&p, &keys, &two, "cache-b and cache-c drained").await;
+
+    for id in ["cache-c", "cache-b"] {
+        let r = p
+            .admin(Method::POST, &format!("/backends/{id}/undrain"), "")
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["state"], "healthy");
+    }
+    assert_routing(&p, &keys, &owners, "after undrain").await;
+    assert_eq!(
+        ring_version(&p).await,
+        version,
+        "drain must not rebuild the ring"
+    );
+    assert_eq!(p.backends().await["version"], version);
+
+    let r = p.admin(Method::POST, "/backends/nope/drain", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("nope"));
+    let r = p.admin(Method::POST, "/backends/nope/undrain", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let r = p.admin(Method::GET, "/backends/cache-b/drain", "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    assert_eq!(r.headers["allow"], "POST");
+    assert!(r.json()["error"].is_string());
+    assert_eq!(backend_state(&p, "cache-b").await["state"], "healthy");
+}
+
+// ---- health across membership changes --------------------------------------------------------
+
+#[tokio::test]
+async fn health_survives_membership_changes() {
+    let (a, b, c) = (
+        start_backend("cache-a").await,
+        start_backend("cache-b").await,
+        start_backend("cache-c").await,
+    );
+    let x_dead = dead_addr().await;
+    let list = [
+        ("cache-a", a.addr),
+        ("cache-b", b.addr),
+        ("cache-c", c.addr),
+        ("cache-x", x_dead),
+    ];
+    let p = start_proxy(&config("", "", &list)).await;
+    let four = ring(&["cache-a", "cache-b", "cache-c", "cache-x"]);
+    let x_key = key_owned_by(&four, "cache-x");
+    for _ in 0..3 {
+        let r = get_key(&p, "/", &x_key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(backend_state(&p, "cache-x").await["state"], "ejected");
+    let r = p.admin(Method::POST, "/backends/cache-b/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A join builds a new snapshot: the ejection and the drain carry over.
+    let d = start_backend("cache-d").await;
+    let put =
+        |addr: SocketAddr, weight: u32| format!(r#"{{"address":"{addr}","weight":{weight}}}"#);
+    let r = p
+        .admin(Method::PUT, "/backends/cache-d", &put(d.addr, 1))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(ring_version(&p).await, 2);
+    let x = backend_state(&p, "cache-x").await;
+    assert_eq!(
+        (x["state"].as_str(), x["ejections"].as_u64()),
+        (Some("ejected"), Some(1)),
+        "{x}"
+    );
+    assert_eq!(backend_state(&p, "cache-b").await["state"], "draining");
+    let five = ring(&["cache-a", "cache-b", "cache-c", "cache-d", "cache-x"]);
+    let keys = keys(200);
+    let want = expected(&five, &keys, &["cache-b", "cache-x"]);
+    assert_routing(&p, &keys, &want, "after the join").await;
+
+    // Same address, new weight: same server, same health.
+    let r = p
+        .admin(Method::PUT, "/backends/cache-x", &put(x_dead, 2))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(backend_state(&p, "cache-x").await["state"], "ejected");
+    // A new address is a new server: a fresh start, but an operator's drain stays.
+    let x_new = start_backend("cache-x").await;
+    let r = p
+        .admin(Method::PUT, "/backends/cache-x", &put(x_new.addr, 1))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let x = backend_state(&p, "cache-x").await;
+    assert_eq!(
+        (x["state"].as_str(), x["failures"].as_u64()),
+        (Some("healthy"), Some(0)),
+        "{x}"
+    );
+    let b_new = start_backend("cache-b").await;
+    let r = p
+        .admin(Method::PUT, "/backends/cache-b", &put(b_new.addr, 1))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(backend_state(&p, "cache-b").await["state"], "draining");
+    let want = expected(&five, &keys, &["cache-b"]);
+    assert_routing(&p, &keys, &want, "cache-x back at a new address").await;
+    assert_eq!(b_new.hits(), 0);
+}
+
+// ---- all down -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn all_drained_answers_503_at_once() {
+    let names = ["cache-a", "cache-b", "cache-c"];
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(start_backend(name).await);
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    let p = start_proxy(&config_with("", &refs)).await;
+    for id in names {
+        let r = p
+            .admin(Method::POST, &format!("/backends/{id}/drain"), "")
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let started = Instant::now();
+    let r = get_key(&p, "/", "user-1").await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(r.text().contains("no usable backend"), "{:?}", r.text());
+    let r = p.admin(Method::GET, "/route?key=user-1", "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("draining"),
+        "{}",
+        r.text()
+    );
+    assert!(backends.iter().all(|b| b.hits() == 0));
+
+    let r = p.admin(Method::POST, "/backends/cache-b/undrain", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get_key(&p, "/", "user-1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.backend(), "cache-b");
+}
+
+#[tokio::test]
+async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
+    let z = start_backend("cache-z").await;
+    let list = [
+        ("cache-x", dead_addr().await),
+        ("cache-y", dead_addr().await),
+        ("cache-z", z.addr),
+    ];
+    let p = start_proxy(&config("", "", &list)).await;
+    let r = p.admin(Method::POST, "/backends/cache-z/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Until the dead are known, each request tries them and reports the refused connection.
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        let r = get_key(&p, "/", &format!("user-{i}")).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        statuses.push(r.status.as_u16());
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.text().contains("no usable backend"), "{:?}", r.text());
+            break;
+        }
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+        assert!(r.text().contains("cannot connect"), "{:?}", r.text());
+    }
+    println!("all down: statuses until 503: {statuses:?}");
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 503],
+        "3 failures eject each dead backend"
+    );
+    for id in ["cache-x", "cache-y"] {
+        assert_eq!(backend_state(&p, id).await["state"], "ejected");
+    }
+    assert_eq!(backend_state(&p, "cache-z").await["state"], "draining");
+    let started = Instant::now();
+    let r = get_key(&p, "/", "another").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let r = p.admin(Method::GET, "/route?key=another", "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+    assert_eq!(z.hits(), 0);
+}
+
+// ---- fail_on_5xx ----------------------------------------------------------------------------
+
+/// The first key (user-N) whose ring owner is `id`.
+fn key_owned_by(ring: &Ring, id: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("user-{i}"))
+        .find(|k| serving(ring, k, &[]) == id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
+    let names = ["cache-a", "cache-b", "cache-c"];
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(start_backend(name).await);
+    }
+    let refs: Vec<&TestBackend> = backends.iter().collect();
+    let ring = ring(&names);
+    let key = key_owned_by(&ring, "cache-a");
+    let next = serving(&ring, &key, &["cache-a"]);
+
+    // Off (the default): 500s pass through and count for nothing.
+    let p = start_proxy(&config_with("", &refs)).await;
+    for _ in 0..5 {
+        let r = get_key(&p, "/status/500", &key).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.backend(), "cache-a");
+    }
+    let s = backend_state(&p, "cache-a").await;
+    assert_eq!(s["state"], "healthy", "{s}");
+    assert_eq!(s["failures"], 0, "{s}");
+
+    // On: 5xx count, a success resets the streak, 4xx do not count, 3 in a row eject.
+    let p = start_proxy(&config_with("[health]\nfail_on_5xx = true", &refs)).await;
+    for path in [
+        "/status/500",
+        "/status/503",
+        "/",
+        "/status/404",
+        "/status/502",
+    ] {
+        get_key(&p, path, &key).await;
+    }
+    let s = backend_state(&p, "cache-a").await;
+    assert_eq!(s["state"], "healthy", "{s}");
+    assert_eq!(s["consecutive_failures"], 1, "{s}");
+    for _ in 0..2 {
+        let r = get_key(&p, "/status/500", &key).await;
+        assert_eq!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the 5xx is not retried"
+        );
+        assert_eq!(r.backend(), "cache-a");
+    }
+    let s = backend_state(&p, "cache-a").await;
+    assert_eq!(s["state"], "ejected", "{s}");
+    assert_eq!(s["failures"], 5, "{s}");
+    assert_eq!(s["ejections"], 1, "{s}");
+    let r = get_key(&p, "/", &key).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.backend(),
+        next,
+        "the ejected backend's key goes to the next candidate"
+    );
+    let route = p.owner_by_admin(&key).await;
+    assert_eq!(route["owner_state"], "ejected", "{route}");
+}
