@@ -8,8 +8,10 @@
 //! laid out and points that collide are ordered by member id, so the same members in any order
 //! build the identical ring. Two proxies with the same backends route every key the same way.
 //!
-//! Lookups are a binary search over a flat `Vec<u64>` of point positions (owners live in a
-//! parallel array so the search touches only hashes) and never allocate. [`Ring::candidates`]
+//! Lookups never allocate. A bucket table indexed by the top bits of the key's hash (about one
+//! bucket per point) narrows the search to the few points of one bucket, so a lookup costs two
+//! table reads and a short scan instead of a full binary search over cold memory. Owners live
+//! in a parallel array so the search touches only hashes. [`Ring::candidates`]
 //! walks clockwise yielding each distinct member once, which is what failover needs: the
 //! caller skips unusable members, the ring itself knows nothing about health.
 
@@ -64,6 +66,10 @@ pub struct Ring {
     hashes: Vec<u64>,
     /// `owners[i]` is the member index owning `hashes[i]`.
     owners: Vec<u32>,
+    /// `buckets[b]` is the first point whose hash is at or past `b << shift`; one extra entry at
+    /// the end holds the number of points.
+    buckets: Vec<u32>,
+    shift: u32,
 }
 
 impl fmt::Debug for Ring {
@@ -130,12 +136,15 @@ impl Ring {
         }
         // Members are sorted by id, so ordering ties by member index orders them by id.
         points.sort_unstable();
-        let (hashes, owners) = points.into_iter().unzip();
+        let (hashes, owners): (Vec<u64>, Vec<u32>) = points.into_iter().unzip();
+        let (buckets, shift) = bucket_table(&hashes);
         Ok(Ring {
             vnodes,
             members,
             hashes,
             owners,
+            buckets,
+            shift,
         })
     }
 
@@ -146,6 +155,8 @@ impl Ring {
             members: Vec::new(),
             hashes: Vec::new(),
             owners: Vec::new(),
+            buckets: vec![0, 0, 0],
+            shift: 63,
         }
     }
 
@@ -183,7 +194,11 @@ impl Ring {
     /// The index of the first point at or after `hash`, wrapping around.
     #[inline]
     fn point_at(&self, hash: u64) -> usize {
-        let i = self.hashes.partition_point(|&h| h < hash);
+        let b = (hash >> self.shift) as usize;
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        // Every point of this bucket is in lo..hi; if none is at or past `hash`, the answer is
+        // the first point of a later bucket, which is `hi`.
+        let i = lo + self.hashes[lo..hi].partition_point(|&h| h < hash);
         if i == self.hashes.len() {
             0
         } else {
@@ -324,6 +339,27 @@ impl Seen {
         self.count += usize::from(fresh);
         fresh
     }
+}
+
+/// The bucket table over sorted `hashes`: `2^bits` buckets, `bits = floor(log2(points))`
+/// (at least 1), so there are one to two points per bucket on average.
+fn bucket_table(hashes: &[u64]) -> (Vec<u32>, u32) {
+    let bits = (usize::BITS - 1)
+        .saturating_sub(hashes.len().max(2).leading_zeros())
+        .clamp(1, 24);
+    let shift = 64 - bits;
+    let count = 1usize << bits;
+    let mut buckets = Vec::with_capacity(count + 1);
+    let mut i = 0usize;
+    for b in 0..count as u64 {
+        let start = b << shift;
+        while i < hashes.len() && hashes[i] < start {
+            i += 1;
+        }
+        buckets.push(i as u32);
+    }
+    buckets.push(hashes.len() as u32);
+    (buckets, shift)
 }
 
 #[cfg(test)]

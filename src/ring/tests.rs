@@ -78,6 +78,35 @@ fn wraps_past_the_last_point() {
     );
 }
 
+/// The bucket table must answer exactly what a plain binary search over all points answers,
+/// including at bucket edges and past the last point.
+#[test]
+fn bucketed_lookup_matches_a_full_binary_search() {
+    for (n, vnodes) in [(1, 1), (2, 3), (3, 160), (10, 160), (37, 7)] {
+        let ids = names(n);
+        let r = Ring::new(ids.iter().map(|i| Member::new(i.as_str(), 1)), vnodes).unwrap();
+        let plain = |h: u64| {
+            let i = r.hashes.partition_point(|&p| p < h);
+            r.owners[if i == r.hashes.len() { 0 } else { i }] as usize
+        };
+        let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63];
+        for &p in &r.hashes {
+            probes.extend([p, p.wrapping_sub(1), p.wrapping_add(1)]);
+        }
+        for b in 0..(r.buckets.len() as u64 - 1) {
+            probes.extend([b << r.shift, (b << r.shift).wrapping_sub(1)]);
+        }
+        probes.extend((0..20_000u64).map(|k| hash_key(&k.to_le_bytes())));
+        for h in probes {
+            assert_eq!(
+                r.lookup_hash(h),
+                Some(plain(h)),
+                "n={n} vnodes={vnodes} hash={h:#x}"
+            );
+        }
+    }
+}
+
 #[test]
 fn candidates_are_distinct_and_complete() {
     let r = ring(&["a", "b", "c", "d", "e"], 16);
