@@ -6,90 +6,15 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use ringproxy::ring::{Member, Ring};
-use serde_json::Value;
+use http::{Method, StatusCode};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
-
-// ---- helpers --------------------------------------------------------------------------------
-
-/// The ring the proxy builds for these ids (weight 1, default vnodes).
-fn ring(ids: &[&str]) -> Ring {
-    Ring::new(ids.iter().map(|id| Member::new(*id, 1)), 160).unwrap()
-}
-
-/// The first candidate of `key` clockwise that is not in `down`.
-fn serving(ring: &Ring, key: &str, down: &[&str]) -> String {
-    ring.candidates(key.as_bytes())
-        .map(|i| ring.member(i).id.to_string())
-        .find(|id| !down.contains(&id.as_str()))
-        .expect("a usable candidate")
-}
-
-fn expected(ring: &Ring, keys: &[String], down: &[&str]) -> Vec<String> {
-    keys.iter().map(|k| serving(ring, k, down)).collect()
-}
-
-/// `[[backends]]` tables for (id, address) pairs.
-fn config(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)]) -> String {
-    let backends: String = list
-        .iter()
-        .map(|(id, addr)| format!("[[backends]]\nid = \"{id}\"\naddress = \"{addr}\"\n"))
-        .collect();
-    format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         {extra}\n{backends}"
-    )
-}
-
-/// The `GET /backends` entry of `id`.
-async fn backend_state(p: &TestProxy, id: &str) -> Value {
-    let all = p.backends().await;
-    all["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {all}"))
-        .clone()
-}
-
-async fn ring_version(p: &TestProxy) -> u64 {
-    let r = p.admin(Method::GET, "/ring", "").await;
-    assert_eq!(r.status, StatusCode::OK);
-    r.json()["version"].as_u64().unwrap()
-}
-
-/// Asserts that real requests route every key as `want`, naming the first few that do not.
-async fn assert_routing(p: &TestProxy, keys: &[String], want: &[String], what: &str) {
-    let got = p.owners_by_request(keys).await;
-    let wrong: Vec<String> = (0..keys.len())
-        .filter(|&i| got[i] != want[i])
-        .map(|i| format!("{} on {} (want {})", keys[i], got[i], want[i]))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{what}: {} keys misrouted, e.g. {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(5)]
-    );
-}
-
-async fn get_key(p: &TestProxy, path: &str, key: &str) -> Reply {
-    p.get(path, &[("x-user-id", key)]).await
-}
 
 // ---- a backend that can be restarted on the same address ------------------------------------
 
@@ -116,29 +41,7 @@ impl Restartable {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let (name, hits) = (self.name.clone(), self.hits.clone());
-        self.task = Some(tokio::spawn(async move {
-            // Dropped with this task: aborts every connection.
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let (name, hits) = (name.clone(), hits.clone());
-                conns.spawn(async move {
-                    let service = service_fn(move |_req| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let mut res = Response::new(Full::new(Bytes::from(name.clone())));
-                        res.headers_mut().insert("x-backend", name.parse().unwrap());
-                        async move { Ok::<_, Infallible>(res) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }));
+        self.task = Some(serve_backend(listener, &self.name, self.hits.clone()));
     }
 
     /// Closes the listener and every connection; returns once the port is closed.
@@ -194,17 +97,14 @@ struct Sample {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_backend_fails_over_to_next_candidate_without_errors() {
     let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
-    let mut backends = Vec::new();
-    for name in names {
-        backends.push(start_backend(name).await);
-    }
+    let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let p = Arc::new(start_proxy(&config_proxy("debug_headers = true", "", &refs)).await);
     let ring = ring(&names);
     let keys = Arc::new(keys(400));
     let owners = expected(&ring, &keys, &[]);
-    assert_routing(&p, &keys, &owners, "before the kill").await;
-    let version = ring_version(&p).await;
+    p.assert_routing(&keys, &owners, "before the kill").await;
+    let version = p.ring_version().await;
 
     let victim = "cache-c";
     let after = expected(&ring, &keys, &[victim]);
@@ -226,7 +126,7 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
                     let key = if worker == 0 { j } else { keys.len() - 1 - j };
                     let phase = phase.load(Ordering::SeqCst);
                     sent.fetch_add(1, Ordering::SeqCst);
-                    let r = get_key(&p, "/", &keys[key]).await;
+                    let r = p.get_key("/", &keys[key]).await;
                     let backend = r
                         .headers
                         .get("x-ringproxy-backend")
@@ -259,13 +159,13 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
     phase.store(KILLED, Ordering::SeqCst);
     backends[2].stop();
     let sent_at_ejection = loop {
-        if backend_state(&p, victim).await["state"] == "ejected" {
+        if p.backend_state(victim).await["state"] == "ejected" {
             break sent.load(Ordering::SeqCst);
         }
         assert!(
             Instant::now() < deadline,
             "{victim} not ejected: {}",
-            backend_state(&p, victim).await
+            p.backend_state(victim).await
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
@@ -304,7 +204,7 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
             );
         }
     }
-    let state = backend_state(&p, victim).await;
+    let state = p.backend_state(victim).await;
     let dead_key_requests_until_ejection = samples
         .iter()
         .filter(|s| s.phase == KILLED && owners[s.key] == victim)
@@ -329,18 +229,18 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
     );
 
     // Settled: the dead backend's keys on their next candidate, everything else untouched.
-    assert_routing(&p, &keys, &after, "after the ejection").await;
+    p.assert_routing(&keys, &after, "after the ejection").await;
     assert_eq!(state["state"], "ejected", "{state}");
     assert_eq!(state["ejections"], 1, "{state}");
     assert!(state["failures"].as_u64().unwrap() >= 3, "{state}");
     assert!(state["ejected_for_ms"].as_u64().unwrap() > 0, "{state}");
     for id in names.iter().filter(|id| **id != victim) {
-        let s = backend_state(&p, id).await;
+        let s = p.backend_state(id).await;
         assert_eq!(s["state"], "healthy", "{s}");
         assert_eq!(s["failures"], 0, "{s}");
     }
     assert_eq!(
-        ring_version(&p).await,
+        p.ring_version().await,
         version,
         "health must not rebuild the ring"
     );
@@ -358,33 +258,17 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
 async fn requests_until_ejected(p: &TestProxy, id: &str, keys: &[(String, String)]) -> usize {
     for n in 1..=20 {
         let (key, want) = &keys[(n - 1) % keys.len()];
-        let r = get_key(p, "/", key).await;
+        let r = p.get_key("/", key).await;
         assert_eq!(r.status, StatusCode::OK, "{key}: {}", r.text());
         assert_eq!(&r.backend(), want, "{key} while {id} is down");
-        if backend_state(p, id).await["state"] == "ejected" {
+        if p.backend_state(id).await["state"] == "ejected" {
             return n;
         }
     }
     panic!(
         "{id} not ejected after 20 requests: {}",
-        backend_state(p, id).await
+        p.backend_state(id).await
     );
-}
-
-/// Polls `GET /backends` until `id` is in `state` (at most `within`).
-async fn wait_state(p: &TestProxy, id: &str, state: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = backend_state(p, id).await;
-        if s["state"] == state {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} not {state} within {within:?}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -402,24 +286,24 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
         ("cache-r", r.addr),
     ];
     let health = "[health]\nfail_threshold = 3\neject_for = \"300ms\"\nmax_eject_for = \"5s\"";
-    let p = start_proxy(&config("", health, &list)).await;
+    let p = start_proxy(&config_addrs("", health, &list)).await;
     let ring = ring(&["cache-a", "cache-b", "cache-c", "cache-r"]);
     let keys = keys(200);
     let owners = expected(&ring, &keys, &[]);
     let after = expected(&ring, &keys, &["cache-r"]);
-    assert_routing(&p, &keys, &owners, "at start").await;
+    p.assert_routing(&keys, &owners, "at start").await;
     let r_keys: Vec<(String, String)> = (0..keys.len())
         .filter(|&i| owners[i] == "cache-r")
         .map(|i| (keys[i].clone(), after[i].clone()))
         .collect();
     assert!(r_keys.len() > 20, "cache-r owns {} keys", r_keys.len());
-    let version = ring_version(&p).await;
+    let version = p.ring_version().await;
 
     // Down: connect failures are retried on the next candidate, the third one ejects.
     r.stop().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = backend_state(&p, "cache-r").await;
+    let s = p.backend_state("cache-r").await;
     println!("restart test: ejected after {n} requests: {s}");
     assert_eq!(n, 3, "fail_threshold = 3");
     let left = s["ejected_for_ms"].as_u64().unwrap();
@@ -429,12 +313,14 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
     );
     // (Only a few keys: a full pass could outlast the 300 ms ejection.)
     let few: Vec<String> = keys[..16].to_vec();
-    assert_routing(&p, &few, &after[..16], "while cache-r is ejected").await;
+    p.assert_routing(&few, &after[..16], "while cache-r is ejected")
+        .await;
 
     // Still down when the ejection ends: ejected again, for twice as long.
-    wait_state(&p, "cache-r", "healthy", Duration::from_secs(2)).await;
+    p.wait_state("cache-r", "healthy", Duration::from_secs(2))
+        .await;
     let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = backend_state(&p, "cache-r").await;
+    let s = p.backend_state("cache-r").await;
     assert_eq!(n, 3, "{s}");
     let left = s["ejected_for_ms"].as_u64().unwrap();
     assert!((301..=600).contains(&left), "second ejection doubles: {s}");
@@ -445,7 +331,7 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let (key, _) = &r_keys[0];
-        let got = get_key(&p, "/", key).await;
+        let got = p.get_key("/", key).await;
         assert_eq!(got.status, StatusCode::OK, "{}", got.text());
         if got.backend() == "cache-r" {
             break;
@@ -456,18 +342,18 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_routing(&p, &keys, &owners, "after the restart").await;
-    let s = backend_state(&p, "cache-r").await;
+    p.assert_routing(&keys, &owners, "after the restart").await;
+    let s = p.backend_state("cache-r").await;
     assert_eq!(s["state"], "healthy", "{s}");
     assert_eq!(s["consecutive_failures"], 0, "{s}");
     assert!(r.hits.load(Ordering::SeqCst) > 0);
-    assert_eq!(ring_version(&p).await, version);
+    assert_eq!(p.ring_version().await, version);
 
     // A success reset the doubling: the next ejection is eject_for again.
     r.stop().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = backend_state(&p, "cache-r").await;
+    let s = p.backend_state("cache-r").await;
     let left = s["ejected_for_ms"].as_u64().unwrap();
     assert!(
         (1..=300).contains(&left),
@@ -481,24 +367,21 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
 #[tokio::test]
 async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
-    let mut backends = Vec::new();
-    for name in names {
-        backends.push(start_backend(name).await);
-    }
+    let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let p = Arc::new(start_proxy(&config_with("", &refs)).await);
     let ring = ring(&names);
     let keys = keys(300);
     let owners = expected(&ring, &keys, &[]);
-    assert_routing(&p, &keys, &owners, "at start").await;
-    let version = ring_version(&p).await;
+    p.assert_routing(&keys, &owners, "at start").await;
+    let version = p.ring_version().await;
 
     // A request cache-b already holds finishes there.
     let b_key = keys[owners.iter().position(|o| o == "cache-b").unwrap()].clone();
     let before = backends[1].hits();
     let inflight = {
         let p = p.clone();
-        tokio::spawn(async move { get_key(&p, "/slow/300", &b_key).await })
+        tokio::spawn(async move { p.get_key("/slow/300", &b_key).await })
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     while backends[1].hits() == before {
@@ -517,7 +400,7 @@ async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     let drained = expected(&ring, &keys, &["cache-b"]);
     let moved = (0..keys.len()).filter(|&i| drained[i] != owners[i]).count();
     assert_eq!(moved, owners.iter().filter(|o| *o == "cache-b").count());
-    assert_routing(&p, &keys, &drained, "cache-b drained").await;
+    p.assert_routing(&keys, &drained, "cache-b drained").await;
     assert_eq!(
         backends[1].hits(),
         hits,
@@ -535,7 +418,8 @@ async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     let r = p.admin(Method::POST, "/backends/cache-c/drain", "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let two = expected(&ring, &keys, &["cache-b", "cache-c"]);
-    assert_routing(&p, &keys, &two, "cache-b and cache-c drained").await;
+    p.assert_routing(&keys, &two, "cache-b and cache-c drained")
+        .await;
 
     for id in ["cache-c", "cache-b"] {
         let r = p
@@ -544,9 +428,9 @@ async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(r.json()["state"], "healthy");
     }
-    assert_routing(&p, &keys, &owners, "after undrain").await;
+    p.assert_routing(&keys, &owners, "after undrain").await;
     assert_eq!(
-        ring_version(&p).await,
+        p.ring_version().await,
         version,
         "drain must not rebuild the ring"
     );
@@ -561,7 +445,7 @@ async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
     assert_eq!(r.headers["allow"], "POST");
     assert!(r.json()["error"].is_string());
-    assert_eq!(backend_state(&p, "cache-b").await["state"], "healthy");
+    assert_eq!(p.backend_state("cache-b").await["state"], "healthy");
 }
 
 // ---- health across membership changes --------------------------------------------------------
@@ -580,14 +464,14 @@ async fn health_survives_membership_changes() {
         ("cache-c", c.addr),
         ("cache-x", x_dead),
     ];
-    let p = start_proxy(&config("", "", &list)).await;
+    let p = start_proxy(&config_addrs("", "", &list)).await;
     let four = ring(&["cache-a", "cache-b", "cache-c", "cache-x"]);
     let x_key = key_owned_by(&four, "cache-x");
     for _ in 0..3 {
-        let r = get_key(&p, "/", &x_key).await;
+        let r = p.get_key("/", &x_key).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
-    assert_eq!(backend_state(&p, "cache-x").await["state"], "ejected");
+    assert_eq!(p.backend_state("cache-x").await["state"], "ejected");
     let r = p.admin(Method::POST, "/backends/cache-b/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
 
@@ -599,32 +483,32 @@ async fn health_survives_membership_changes() {
         .admin(Method::PUT, "/backends/cache-d", &put(d.addr, 1))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    assert_eq!(ring_version(&p).await, 2);
-    let x = backend_state(&p, "cache-x").await;
+    assert_eq!(p.ring_version().await, 2);
+    let x = p.backend_state("cache-x").await;
     assert_eq!(
         (x["state"].as_str(), x["ejections"].as_u64()),
         (Some("ejected"), Some(1)),
         "{x}"
     );
-    assert_eq!(backend_state(&p, "cache-b").await["state"], "draining");
+    assert_eq!(p.backend_state("cache-b").await["state"], "draining");
     let five = ring(&["cache-a", "cache-b", "cache-c", "cache-d", "cache-x"]);
     let keys = keys(200);
     let want = expected(&five, &keys, &["cache-b", "cache-x"]);
-    assert_routing(&p, &keys, &want, "after the join").await;
+    p.assert_routing(&keys, &want, "after the join").await;
 
     // Same address, new weight: same server, same health.
     let r = p
         .admin(Method::PUT, "/backends/cache-x", &put(x_dead, 2))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(backend_state(&p, "cache-x").await["state"], "ejected");
+    assert_eq!(p.backend_state("cache-x").await["state"], "ejected");
     // A new address is a new server: a fresh start, but an operator's drain stays.
     let x_new = start_backend("cache-x").await;
     let r = p
         .admin(Method::PUT, "/backends/cache-x", &put(x_new.addr, 1))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let x = backend_state(&p, "cache-x").await;
+    let x = p.backend_state("cache-x").await;
     assert_eq!(
         (x["state"].as_str(), x["failures"].as_u64()),
         (Some("healthy"), Some(0)),
@@ -635,9 +519,10 @@ async fn health_survives_membership_changes() {
         .admin(Method::PUT, "/backends/cache-b", &put(b_new.addr, 1))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(backend_state(&p, "cache-b").await["state"], "draining");
+    assert_eq!(p.backend_state("cache-b").await["state"], "draining");
     let want = expected(&five, &keys, &["cache-b"]);
-    assert_routing(&p, &keys, &want, "cache-x back at a new address").await;
+    p.assert_routing(&keys, &want, "cache-x back at a new address")
+        .await;
     assert_eq!(b_new.hits(), 0);
 }
 
@@ -646,10 +531,7 @@ async fn health_survives_membership_changes() {
 #[tokio::test]
 async fn all_drained_answers_503_at_once() {
     let names = ["cache-a", "cache-b", "cache-c"];
-    let mut backends = Vec::new();
-    for name in names {
-        backends.push(start_backend(name).await);
-    }
+    let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let p = start_proxy(&config_with("", &refs)).await;
     for id in names {
@@ -659,7 +541,7 @@ async fn all_drained_answers_503_at_once() {
         assert_eq!(r.status, StatusCode::OK);
     }
     let started = Instant::now();
-    let r = get_key(&p, "/", "user-1").await;
+    let r = p.get_key("/", "user-1").await;
     let elapsed = started.elapsed();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
@@ -679,7 +561,7 @@ async fn all_drained_answers_503_at_once() {
 
     let r = p.admin(Method::POST, "/backends/cache-b/undrain", "").await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = get_key(&p, "/", "user-1").await;
+    let r = p.get_key("/", "user-1").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.backend(), "cache-b");
 }
@@ -692,7 +574,7 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
         ("cache-y", dead_addr().await),
         ("cache-z", z.addr),
     ];
-    let p = start_proxy(&config("", "", &list)).await;
+    let p = start_proxy(&config_addrs("", "", &list)).await;
     let r = p.admin(Method::POST, "/backends/cache-z/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
 
@@ -700,7 +582,7 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
     let mut statuses = Vec::new();
     for i in 0..10 {
         let started = Instant::now();
-        let r = get_key(&p, "/", &format!("user-{i}")).await;
+        let r = p.get_key("/", &format!("user-{i}")).await;
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -721,11 +603,11 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
         "3 failures eject each dead backend"
     );
     for id in ["cache-x", "cache-y"] {
-        assert_eq!(backend_state(&p, id).await["state"], "ejected");
+        assert_eq!(p.backend_state(id).await["state"], "ejected");
     }
-    assert_eq!(backend_state(&p, "cache-z").await["state"], "draining");
+    assert_eq!(p.backend_state("cache-z").await["state"], "draining");
     let started = Instant::now();
-    let r = get_key(&p, "/", "another").await;
+    let r = p.get_key("/", "another").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(started.elapsed() < Duration::from_secs(2));
     let r = p.admin(Method::GET, "/route?key=another", "").await;
@@ -736,21 +618,10 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
 
 // ---- fail_on_5xx ----------------------------------------------------------------------------
 
-/// The first key (user-N) whose ring owner is `id`.
-fn key_owned_by(ring: &Ring, id: &str) -> String {
-    (0..10_000)
-        .map(|i| format!("user-{i}"))
-        .find(|k| serving(ring, k, &[]) == id)
-        .unwrap()
-}
-
 #[tokio::test]
 async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
     let names = ["cache-a", "cache-b", "cache-c"];
-    let mut backends = Vec::new();
-    for name in names {
-        backends.push(start_backend(name).await);
-    }
+    let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let ring = ring(&names);
     let key = key_owned_by(&ring, "cache-a");
@@ -759,11 +630,11 @@ async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
     // Off (the default): 500s pass through and count for nothing.
     let p = start_proxy(&config_with("", &refs)).await;
     for _ in 0..5 {
-        let r = get_key(&p, "/status/500", &key).await;
+        let r = p.get_key("/status/500", &key).await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(r.backend(), "cache-a");
     }
-    let s = backend_state(&p, "cache-a").await;
+    let s = p.backend_state("cache-a").await;
     assert_eq!(s["state"], "healthy", "{s}");
     assert_eq!(s["failures"], 0, "{s}");
 
@@ -776,13 +647,13 @@ async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
         "/status/404",
         "/status/502",
     ] {
-        get_key(&p, path, &key).await;
+        p.get_key(path, &key).await;
     }
-    let s = backend_state(&p, "cache-a").await;
+    let s = p.backend_state("cache-a").await;
     assert_eq!(s["state"], "healthy", "{s}");
     assert_eq!(s["consecutive_failures"], 1, "{s}");
     for _ in 0..2 {
-        let r = get_key(&p, "/status/500", &key).await;
+        let r = p.get_key("/status/500", &key).await;
         assert_eq!(
             r.status,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -790,11 +661,11 @@ async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
         );
         assert_eq!(r.backend(), "cache-a");
     }
-    let s = backend_state(&p, "cache-a").await;
+    let s = p.backend_state("cache-a").await;
     assert_eq!(s["state"], "ejected", "{s}");
     assert_eq!(s["failures"], 5, "{s}");
     assert_eq!(s["ejections"], 1, "{s}");
-    let r = get_key(&p, "/", &key).await;
+    let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         r.backend(),

@@ -6,95 +6,22 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::*;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use ringproxy::ring::{Member, Ring};
-use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
-
-// ---- helpers --------------------------------------------------------------------------------
-
-fn ring(ids: &[&str]) -> Ring {
-    Ring::new(ids.iter().map(|id| Member::new(*id, 1)), 160).unwrap()
-}
-
-fn candidates(ring: &Ring, key: &str) -> Vec<String> {
-    ring.candidates(key.as_bytes())
-        .map(|i| ring.member(i).id.to_string())
-        .collect()
-}
-
-/// The first candidate of `key` clockwise that is not in `down`.
-fn serving(ring: &Ring, key: &str, down: &[&str]) -> String {
-    candidates(ring, key)
-        .into_iter()
-        .find(|id| !down.contains(&id.as_str()))
-        .unwrap()
-}
-
-/// The first key `user-N` whose candidate list satisfies `pred`.
-fn find_key(ring: &Ring, pred: impl Fn(&[String]) -> bool) -> String {
-    (0..100_000)
-        .map(|i| format!("user-{i}"))
-        .find(|k| pred(&candidates(ring, k)))
-        .expect("a key with those candidates")
-}
-
-fn config(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)]) -> String {
-    let backends: String = list
-        .iter()
-        .map(|(id, addr)| format!("[[backends]]\nid = \"{id}\"\naddress = \"{addr}\"\n"))
-        .collect();
-    format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         {extra}\n{backends}"
-    )
-}
+use tokio::task::JoinHandle;
 
 /// Short enough for a quick test, long enough that a loaded 2-core machine does not time out
 /// checks of healthy backends.
 const ACTIVE: &str = "[health.active]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
                       unhealthy_threshold = 3\nhealthy_threshold = 2\n";
-
-async fn state_of(p: &TestProxy, id: &str) -> Value {
-    let all = p.backends().await;
-    all["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {all}"))
-        .clone()
-}
-
-async fn get_key(p: &TestProxy, path: &str, key: &str) -> Reply {
-    p.get(path, &[("x-user-id", key)]).await
-}
-
-async fn served_by(p: &TestProxy, key: &str) -> String {
-    let r = get_key(p, "/", key).await;
-    if r.status != StatusCode::OK {
-        panic!(
-            "{key}: {} {}; backends: {}",
-            r.status,
-            r.text(),
-            p.backends().await
-        );
-    }
-    r.backend()
-}
 
 // ---- a scripted backend ---------------------------------------------------------------------
 
@@ -147,24 +74,9 @@ impl Scripted {
             hits: AtomicUsize::new(0),
         });
         let (name_owned, shared) = (name.to_string(), script.clone());
-        let accept = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let (name, script) = (name_owned.clone(), shared.clone());
-                conns.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let (name, script) = (name.clone(), script.clone());
-                        async move { Ok::<_, Infallible>(answer(&name, &script, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let accept = serve_http(listener, move |req| {
+            let (name, script) = (name_owned.clone(), shared.clone());
+            async move { answer(&name, &script, req).await }
         });
         Scripted {
             name: name.to_string(),
@@ -191,34 +103,27 @@ impl Scripted {
     }
 }
 
-async fn answer(name: &str, script: &Script, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let (status, body) = if path == "/health" {
-        let check = {
-            let next = script.queue.lock().unwrap().pop_front();
-            next.unwrap_or(*script.health.lock().unwrap())
-        };
-        script.log.lock().unwrap().push(check);
-        match check {
-            Check::Pass => (StatusCode::OK, Bytes::from("ok")),
-            Check::Fail => (StatusCode::SERVICE_UNAVAILABLE, Bytes::from("down")),
-            Check::Hang => std::future::pending().await,
-        }
-    } else {
+/// `/health` as the script says; anything else counted, then hung or answered like the common
+/// backends.
+async fn answer(name: &str, script: &Script, req: Request<Incoming>) -> Response<BackendBody> {
+    if req.uri().path() != "/health" {
         script.hits.fetch_add(1, Ordering::SeqCst);
         if *script.hang.lock().unwrap() {
             std::future::pending::<()>().await;
         }
-        if let Some(code) = path.strip_prefix("/status/") {
-            (code.parse().unwrap(), Bytes::from(name.to_string()))
-        } else if path == "/echo" {
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            (StatusCode::OK, body)
-        } else {
-            (StatusCode::OK, Bytes::from(name.to_string()))
-        }
+        return backend_answer(name, req).await;
+    }
+    let check = {
+        let next = script.queue.lock().unwrap().pop_front();
+        next.unwrap_or(*script.health.lock().unwrap())
     };
-    let mut res = Response::new(Full::new(body));
+    script.log.lock().unwrap().push(check);
+    let (status, body) = match check {
+        Check::Pass => (StatusCode::OK, "ok"),
+        Check::Fail => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        Check::Hang => std::future::pending().await,
+    };
+    let mut res = Response::new(full(body));
     *res.status_mut() = status;
     res.headers_mut().insert("x-backend", name.parse().unwrap());
     res
@@ -238,14 +143,14 @@ async fn watch(
     let (mut states, mut servers) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let s = state_of(p, &f.name).await["state"]
+        let s = p.backend_state(&f.name).await["state"]
             .as_str()
             .unwrap()
             .to_string();
         if !states.contains(&s) {
             states.push(s);
         }
-        let server = served_by(p, key).await;
+        let server = p.owner_by_request(key).await;
         if !servers.contains(&server) {
             servers.push(server);
         }
@@ -257,19 +162,6 @@ async fn watch(
             "only {} checks",
             f.log().len() - from
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Polls until `id` is in `state` (at most 3 s).
-async fn wait_state(p: &TestProxy, id: &str, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let s = state_of(p, id).await;
-        if s["state"] == state {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} not {state} within 3s: {s}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -292,14 +184,11 @@ async fn flapping_backend_flips_only_after_full_streaks() {
         ("cache-c", c.addr),
         ("cache-f", f.addr),
     ];
-    let p = start_proxy(&config("", ACTIVE, &list)).await;
+    let p = start_proxy(&config_addrs("", ACTIVE, &list)).await;
     let ring = ring(&["cache-a", "cache-b", "cache-c", "cache-f"]);
     let keys = keys(200);
-    let owners: Vec<String> = keys.iter().map(|k| serving(&ring, k, &[])).collect();
-    let down: Vec<String> = keys
-        .iter()
-        .map(|k| serving(&ring, k, &["cache-f"]))
-        .collect();
+    let owners = expected(&ring, &keys, &[]);
+    let down = expected(&ring, &keys, &["cache-f"]);
     let f_key = &keys[owners.iter().position(|o| o == "cache-f").unwrap()];
     let f_next = serving(&ring, f_key, &["cache-f"]);
     watch(&p, &f, 0, 2, f_key).await;
@@ -320,7 +209,8 @@ async fn flapping_backend_flips_only_after_full_streaks() {
     // Failing for good: unhealthy after 3 in a row; its keys (only) go to the next candidates.
     let from = f.log().len();
     f.set_health(Check::Fail);
-    wait_state(&p, "cache-f", "unhealthy").await;
+    p.wait_state("cache-f", "unhealthy", Duration::from_secs(3))
+        .await;
     let log = f.log();
     let fails = log[from..].iter().filter(|c| **c == Check::Fail).count();
     println!("flapping: unhealthy seen after {fails} failed checks");
@@ -348,7 +238,8 @@ async fn flapping_backend_flips_only_after_full_streaks() {
 
     // Passing for good: healthy after 2 in a row, exactly the original mapping again.
     f.set_health(Check::Pass);
-    wait_state(&p, "cache-f", "healthy").await;
+    p.wait_state("cache-f", "healthy", Duration::from_secs(3))
+        .await;
     assert!(trailing(&f.log(), Check::Pass) >= 2, "{:?}", f.log());
     assert_eq!(p.owners_by_request(&keys).await, owners);
     assert_eq!(
@@ -377,17 +268,18 @@ async fn admin_shows_healthy_ejected_draining_and_unhealthy() {
         ("cache-u", u.addr),
     ];
     let extra = format!("[health]\nfail_on_5xx = true\n{ACTIVE}");
-    let p = start_proxy(&config("", &extra, &list)).await;
+    let p = start_proxy(&config_addrs("", &extra, &list)).await;
     let ring = ring(&ids);
 
-    let e_key = find_key(&ring, |c| c[0] == "cache-e");
+    let e_key = key_owned_by(&ring, "cache-e");
     for _ in 0..3 {
-        let r = get_key(&p, "/status/500", &e_key).await;
+        let r = p.get_key("/status/500", &e_key).await;
         assert_eq!(r.backend(), "cache-e");
     }
     let r = p.admin(Method::POST, "/backends/cache-d/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
-    wait_state(&p, "cache-u", "unhealthy").await;
+    p.wait_state("cache-u", "unhealthy", Duration::from_secs(3))
+        .await;
 
     let all = p.backends().await;
     println!("{all}");
@@ -398,9 +290,9 @@ async fn admin_shows_healthy_ejected_draining_and_unhealthy() {
         ("cache-u", "unhealthy"),
     ];
     for (id, state) in want {
-        let s = state_of(&p, id).await;
+        let s = p.backend_state(id).await;
         assert_eq!(s["state"], state, "{s}");
-        let route = p.owner_by_admin(&find_key(&ring, |c| c[0] == id)).await;
+        let route = p.owner_by_admin(&key_owned_by(&ring, id)).await;
         assert_eq!(route["owner_state"], state, "{route}");
         assert_eq!(route["backend"], "cache-h", "{route}");
         if id == "cache-e" {
@@ -438,11 +330,11 @@ async fn bodies_for_a_dead_owner_are_resent_intact_to_the_next_candidate() {
         ("cache-x", dead_addr().await),
     ];
     let ring = ring(&["cache-a", "cache-b", "cache-c", "cache-x"]);
-    let p = start_proxy(&config("", "", &list)).await;
+    let p = start_proxy(&config_addrs("", "", &list)).await;
     let data = pattern(100 * 1024);
 
     // A POST (never retried after sending) with a 100 KiB body, content-length then chunked.
-    let key = find_key(&ring, |c| c[0] == "cache-x");
+    let key = key_owned_by(&ring, "cache-x");
     let r = p
         .http
         .request(
@@ -474,16 +366,16 @@ async fn bodies_for_a_dead_owner_are_resent_intact_to_the_next_candidate() {
         r.body.len()
     );
 
-    let s = state_of(&p, "cache-x").await;
+    let s = p.backend_state("cache-x").await;
     assert_eq!(
         s["failures"], 2,
         "each POST met the refused connection first: {s}"
     );
 
     // max_attempts = 1: no second candidate.
-    let p = start_proxy(&config("max_attempts = 1", "", &list)).await;
+    let p = start_proxy(&config_addrs("max_attempts = 1", "", &list)).await;
     let hits = a.hits() + b.hits() + c.hits();
-    let r = get_key(&p, "/", &key).await;
+    let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert!(r.text().contains("cannot connect"), "{:?}", r.text());
     assert_eq!(
@@ -496,19 +388,16 @@ async fn bodies_for_a_dead_owner_are_resent_intact_to_the_next_candidate() {
 #[tokio::test]
 async fn sent_requests_are_not_retried_by_default() {
     let names = ["cache-a", "cache-b", "cache-c"];
-    let mut backends = Vec::new();
-    for name in names {
-        backends.push(start_backend(name).await);
-    }
+    let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let ring = ring(&names);
     let total = |bs: &[TestBackend]| bs.iter().map(|b| b.hits()).sum::<usize>();
 
     // Timed out after sending: 504 after one attempt.
     let p = start_proxy(&config_proxy("request_timeout = \"300ms\"", "", &refs)).await;
-    let key = find_key(&ring, |c| c[0] == "cache-a");
+    let key = key_owned_by(&ring, "cache-a");
     let started = Instant::now();
-    let r = get_key(&p, "/slow/3000", &key).await;
+    let r = p.get_key("/slow/3000", &key).await;
     let elapsed = started.elapsed();
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
@@ -517,15 +406,15 @@ async fn sent_requests_are_not_retried_by_default() {
         (1, 1),
         "one attempt only"
     );
-    assert_eq!(state_of(&p, "cache-a").await["failures"], 0);
+    assert_eq!(p.backend_state("cache-a").await["failures"], 0);
 
     // The backend dies while it holds the request: 502, not sent to the next candidate.
     let p = Arc::new(start_proxy(&config_with("", &refs)).await);
-    let key = find_key(&ring, |c| c[0] == "cache-b");
+    let key = key_owned_by(&ring, "cache-b");
     let before = total(&backends);
     let inflight = {
         let (p, key) = (p.clone(), key.clone());
-        tokio::spawn(async move { get_key(&p, "/slow/5000", &key).await })
+        tokio::spawn(async move { p.get_key("/slow/5000", &key).await })
     };
     let deadline = Instant::now() + Duration::from_secs(3);
     while backends[1].hits() == 0 {
@@ -555,14 +444,14 @@ async fn retry_idempotent_resends_small_idempotent_requests_after_a_timeout() {
     ];
     let ring = ring(&["cache-a", "cache-b", "cache-h1", "cache-h2"]);
     let lines = "request_timeout = \"200ms\"\nretry_idempotent = true";
-    let p = start_proxy(&config(lines, "", &list)).await;
+    let p = start_proxy(&config_addrs(lines, "", &list)).await;
     let live = |id: &String| id == "cache-a" || id == "cache-b";
     let key = find_key(&ring, |c| c[0] == "cache-h1" && live(&c[1]));
     let next = serving(&ring, &key, &["cache-h1", "cache-h2"]);
     let hdr = [("x-user-id", key.as_str())];
 
     let started = Instant::now();
-    let r = get_key(&p, "/", &key).await;
+    let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.backend(), next, "GET retried on the next candidate");
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -600,12 +489,17 @@ async fn retry_idempotent_resends_small_idempotent_requests_after_a_timeout() {
     // Two hanging candidates first: max_attempts bounds the walk.
     let key = find_key(&ring, |c| !live(&c[0]) && !live(&c[1]));
     let third = candidates(&ring, &key)[2].clone();
-    let r = get_key(&p, "/", &key).await;
+    let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.backend(), third, "third attempt (max_attempts = 3)");
-    let p = start_proxy(&config(&format!("{lines}\nmax_attempts = 2"), "", &list)).await;
+    let p = start_proxy(&config_addrs(
+        &format!("{lines}\nmax_attempts = 2"),
+        "",
+        &list,
+    ))
+    .await;
     let hits = a.hits() + b.hits();
-    let r = get_key(&p, "/", &key).await;
+    let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
     assert_eq!(
         a.hits() + b.hits(),
@@ -642,8 +536,8 @@ async fn connect_timeouts_fail_over_and_eject() {
     let (hole, _listener, _held) = blackhole().await;
     let list = [("cache-a", a.addr), ("cache-b", b.addr), ("cache-t", hole)];
     let ring = ring(&["cache-a", "cache-b", "cache-t"]);
-    let p = start_proxy(&config("connect_timeout = \"100ms\"", "", &list)).await;
-    let key = find_key(&ring, |c| c[0] == "cache-t");
+    let p = start_proxy(&config_addrs("connect_timeout = \"100ms\"", "", &list)).await;
+    let key = key_owned_by(&ring, "cache-t");
     let next = serving(&ring, &key, &["cache-t"]);
 
     // The request was never sent, so even a POST body goes on to the next candidate.
@@ -661,15 +555,15 @@ async fn connect_timeouts_fail_over_and_eject() {
     assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     for _ in 0..2 {
-        assert_eq!(served_by(&p, &key).await, next);
+        assert_eq!(p.owner_by_request(&key).await, next);
     }
-    let s = state_of(&p, "cache-t").await;
+    let s = p.backend_state("cache-t").await;
     assert_eq!(
         s["state"], "ejected",
         "connect timeouts count as failures: {s}"
     );
     assert_eq!(s["failures"], 3, "{s}");
     // Ejected: skipped without another connect attempt.
-    assert_eq!(served_by(&p, &key).await, next);
-    assert_eq!(state_of(&p, "cache-t").await["failures"], 3);
+    assert_eq!(p.owner_by_request(&key).await, next);
+    assert_eq!(p.backend_state("cache-t").await["failures"], 3);
 }

@@ -1,6 +1,7 @@
 //! Scripted HTTP/1.1 backends on 127.0.0.1:0 that say who they are and behave as the path asks.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +20,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-type BackendBody = BoxBody<Bytes, hyper::Error>;
+pub type BackendBody = BoxBody<Bytes, hyper::Error>;
 
 /// A scripted HTTP/1.1 backend. Every response carries `x-backend: NAME`; the path picks the
 /// behaviour: `/status/NNN`, `/echo`, `/big/N`, `/slow/MS`, `/headers`, anything else → the name.
@@ -52,30 +53,7 @@ pub async fn start_backend(name: &str) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let name_owned = name.to_string();
-    let counter = hits.clone();
-    let accept = tokio::spawn(async move {
-        // Dropping the set (when this task is aborted) aborts every connection task.
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            while conns.try_join_next().is_some() {}
-            let name = name_owned.clone();
-            let counter = counter.clone();
-            conns.spawn(async move {
-                let service = service_fn(move |req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let name = name.clone();
-                    async move { Ok::<_, Infallible>(backend_answer(&name, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let accept = serve_backend(listener, name, hits.clone());
     TestBackend {
         name: name.to_string(),
         addr,
@@ -84,19 +62,70 @@ pub async fn start_backend(name: &str) -> TestBackend {
     }
 }
 
+/// Starts one backend per name, in order.
+pub async fn start_backends(names: &[&str]) -> Vec<TestBackend> {
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(start_backend(name).await);
+    }
+    backends
+}
+
+/// Serves `listener` as the scripted backend `name` (see [`TestBackend`]), counting requests
+/// in `hits`, until the returned task is aborted.
+pub fn serve_backend(listener: TcpListener, name: &str, hits: Arc<AtomicUsize>) -> JoinHandle<()> {
+    let name = name.to_string();
+    serve_http(listener, move |req| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        async move { backend_answer(&name, req).await }
+    })
+}
+
+/// Accepts HTTP/1.1 connections on `listener` and answers every request with `answer` (called
+/// as soon as the request head arrives). Aborting the returned task closes the listener and
+/// every connection.
+pub fn serve_http<F, Fut>(listener: TcpListener, answer: F) -> JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<BackendBody>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        // Dropping the set (when this task is aborted) aborts every connection task.
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            while conns.try_join_next().is_some() {}
+            let answer = answer.clone();
+            conns.spawn(async move {
+                let service = service_fn(move |req| {
+                    let res = answer(req);
+                    async move { Ok::<_, Infallible>(res.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
 /// A port that was just free and is now closed: connecting to it is refused.
 pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
 }
 
-fn full(data: impl Into<Bytes>) -> BackendBody {
+pub fn full(data: impl Into<Bytes>) -> BackendBody {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
-async fn backend_answer(name: &str, req: Request<Incoming>) -> Response<BackendBody> {
+/// The answer of the scripted backend `name` to `req` (see [`TestBackend`]).
+pub async fn backend_answer(name: &str, req: Request<Incoming>) -> Response<BackendBody> {
     let path = req.uri().path().to_string();
     let arg = |prefix: &str| {
         path.strip_prefix(prefix)

@@ -1,10 +1,12 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
-//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper and temp files.
+//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, expected routing computed
+//! with the proxy's own `Ring`, and temp files.
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod proxy;
+mod ring;
 
 // Not every test binary uses every part.
 #[allow(unused_imports)]
@@ -13,6 +15,8 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use ring::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

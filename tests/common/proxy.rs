@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use ringproxy::config::Config;
@@ -37,10 +37,23 @@ impl TestProxy {
         self.http.get(&self.url(path), headers).await
     }
 
-    /// GET through the proxy with `x-user-id: key`; the backend that answered.
+    /// GET `path` through the proxy with `x-user-id: key`.
+    pub async fn get_key(&self, path: &str, key: &str) -> Reply {
+        self.get(path, &[("x-user-id", key)]).await
+    }
+
+    /// GET through the proxy with `x-user-id: key`; the backend that answered (which must
+    /// answer 200).
     pub async fn owner_by_request(&self, key: &str) -> String {
-        let r = self.get("/", &[("x-user-id", key)]).await;
-        assert_eq!(r.status, StatusCode::OK, "key {key}: {}", r.text());
+        let r = self.get_key("/", key).await;
+        if r.status != StatusCode::OK {
+            panic!(
+                "key {key}: {} {}; backends: {}",
+                r.status,
+                r.text(),
+                self.backends().await
+            );
+        }
         r.backend()
     }
 
@@ -85,6 +98,56 @@ impl TestProxy {
         r.json()
     }
 
+    /// The `GET /backends` entry of `id`.
+    pub async fn backend_state(&self, id: &str) -> Value {
+        let all = self.backends().await;
+        all["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {all}"))
+            .clone()
+    }
+
+    /// Polls `GET /backends` until `id` is in `state` (at most `within`); its entry then.
+    pub async fn wait_state(&self, id: &str, state: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.backend_state(id).await;
+            if s["state"] == state {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} not {state} within {within:?}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The `version` of `GET /ring`.
+    pub async fn ring_version(&self) -> u64 {
+        let r = self.admin(Method::GET, "/ring", "").await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.json()["version"].as_u64().unwrap()
+    }
+
+    /// Asserts that real requests route every key as `want`, naming the first few that do not.
+    pub async fn assert_routing(&self, keys: &[String], want: &[String], what: &str) {
+        let got = self.owners_by_request(keys).await;
+        let wrong: Vec<String> = (0..keys.len())
+            .filter(|&i| got[i] != want[i])
+            .map(|i| format!("{} on {} (want {})", keys[i], got[i], want[i]))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{what}: {} keys misrouted, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+    }
+
     /// Fires the shutdown token and waits for `run` to return.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -112,14 +175,15 @@ pub async fn start_proxy(toml_text: &str) -> TestProxy {
 
 /// The `[[backends]]` tables for these backends, ids = names, weight 1.
 pub fn backends_toml(backends: &[&TestBackend]) -> String {
-    backends
-        .iter()
-        .map(|b| {
-            format!(
-                "[[backends]]\nid = \"{}\"\naddress = \"{}\"\n",
-                b.name, b.addr
-            )
-        })
+    let list: Vec<(&str, SocketAddr)> =
+        backends.iter().map(|b| (b.name.as_str(), b.addr)).collect();
+    backends_toml_addrs(&list)
+}
+
+/// The `[[backends]]` tables for (id, address) pairs, weight 1.
+pub fn backends_toml_addrs(list: &[(&str, SocketAddr)]) -> String {
+    list.iter()
+        .map(|(id, addr)| format!("[[backends]]\nid = \"{id}\"\naddress = \"{addr}\"\n"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -131,9 +195,18 @@ pub fn config_with(extra: &str, backends: &[&TestBackend]) -> String {
 
 /// Like [`config_with`], with `proxy_lines` added to the `[proxy]` table.
 pub fn config_proxy(proxy_lines: &str, extra: &str, backends: &[&TestBackend]) -> String {
+    config_text(proxy_lines, extra, &backends_toml(backends))
+}
+
+/// Like [`config_proxy`], for (id, address) pairs: backends that are not [`TestBackend`]s, or
+/// dead addresses.
+pub fn config_addrs(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)]) -> String {
+    config_text(proxy_lines, extra, &backends_toml_addrs(list))
+}
+
+fn config_text(proxy_lines: &str, extra: &str, backends: &str) -> String {
     format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n{}",
-        backends_toml(backends)
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n{backends}"
     )
 }
 
