@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# Proxy load comparison: ringproxy vs nginx (`hash $http_x_user_id consistent`) vs HAProxy
+# (`balance hdr(x-user-id)` + `hash-type consistent`) over the same four backends, plus
+# wrk straight at one backend as the ceiling.
+#
+#   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
+#   bench/compare.sh                               # markdown on stdout, progress on stderr
+#
+# Everything listens on 127.0.0.1 at free high ports; nginx and HAProxy run as the current user
+# with their configs, pids and logs in a temp dir; every process started here is stopped on exit.
+# Runs are interleaved (each round visits every target, the order rotating by one each round)
+# and the table shows the median over the rounds. Knobs (environment):
+#   ROUNDS=5 DURATION=5s THREADS=2 CONNS=64 KEYSPACE=1000000 WARMUP=2s
+#   RINGPROXY_BIN=path   use this binary instead of `cargo build --release --bin ringproxy`
+#   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5s}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-64}
+WARMUP=${WARMUP:-2s}
+export KEYSPACE=${KEYSPACE:-1000000}
+
+log() { echo "compare: $*" >&2; }
+die() {
+    echo "compare: error: $*" >&2
+    exit 1
+}
+
+# ---- tools ----------------------------------------------------------------------------------
+
+missing=()
+for tool in nginx haproxy wrk curl awk sed; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "compare: missing: ${missing[*]}" >&2
+    echo "compare: install with: sudo apt-get update && sudo apt-get install -y nginx haproxy wrk curl" >&2
+    exit 1
+fi
+
+if [[ -n ${RINGPROXY_BIN:-} ]]; then
+    BIN=$RINGPROXY_BIN
+else
+    log "building ringproxy (cargo build --release --bin ringproxy)"
+    (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
+    BIN="$ROOT/target/release/ringproxy"
+fi
+[[ -x $BIN ]] || die "no ringproxy binary at $BIN"
+
+# ---- temp dir, process bookkeeping, cleanup ---------------------------------------------------
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-compare.XXXXXX")
+mkdir -p "$DIR/tmp"
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Give each up to ~5 s, then insist.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP:-0} == 1 ]]; then
+        log "kept $DIR"
+    else
+        rm -rf "$DIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- free ports -------------------------------------------------------------------------------
+
+# True when no TCP socket uses local port $1 (checked in /proc, so no extra tools are needed).
+port_free() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    ! grep -qE "^ *[0-9]+: [0-9A-F]+:${hex} " /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# Picks free ports below the kernel's ephemeral range, so no outgoing connection can hold them.
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
+PORT_LOW=$((EPHEMERAL_LOW > 20000 ? 20000 : 10000))
+PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
+((PORT_SPAN >= 1000)) || PORT_SPAN=10000
+TAKEN=" "
+pick_port() { # sets the variable named $1 (no subshell, so TAKEN and RANDOM advance)
+    local p
+    for _ in $(seq 500); do
+        p=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % PORT_SPAN))
+        if [[ $TAKEN != *" $p "* ]] && port_free "$p"; then
+            TAKEN+="$p "
+            printf -v "$1" '%s' "$p"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN NG_PORT HA_PORT; do
+    pick_port "$v"
+done
+
+render() { # template port-for-@PORT@ output
+    sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
+        -e "s|@B3@|$B3|g" -e "s|@PORT@|$2|g" -e "s|@ADMIN@|$RP_ADMIN|g" "$HERE/$1" >"$3"
+}
+render nginx-backends.conf.in "" "$DIR/backends.conf"
+render nginx-proxy.conf.in "$NG_PORT" "$DIR/nginx-proxy.conf"
+render haproxy.cfg.in "$HA_PORT" "$DIR/haproxy.cfg"
+render ringproxy.toml.in "$RP_PORT" "$DIR/ringproxy.toml"
+
+# ---- start everything -------------------------------------------------------------------------
+
+nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' \
+    2>>"$DIR/backends.stderr" &
+PID_BACKENDS=$!
+PIDS+=("$PID_BACKENDS")
+
+RUST_LOG=warn "$BIN" --config "$DIR/ringproxy.toml" 2>>"$DIR/ringproxy.log" &
+PID_RINGPROXY=$!
+PIDS+=("$PID_RINGPROXY")
+
+nginx -p "$DIR" -e "$DIR/nginx-proxy.error.log" -c "$DIR/nginx-proxy.conf" -g 'daemon off;' \
+    2>>"$DIR/nginx-proxy.stderr" &
+PID_NGINX=$!
+PIDS+=("$PID_NGINX")
+
+haproxy -f "$DIR/haproxy.cfg" -db 2>>"$DIR/haproxy.log" &
+PID_HAPROXY=$!
+PIDS+=("$PID_HAPROXY")
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$B0/"
+    [ringproxy]="http://127.0.0.1:$RP_PORT/"
+    [nginx]="http://127.0.0.1:$NG_PORT/"
+    [haproxy]="http://127.0.0.1:$HA_PORT/"
+)
+declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
+TARGETS=(direct ringproxy nginx haproxy)
+
+for t in "${TARGETS[@]}"; do
+    ok=0
+    for _ in $(seq 100); do
+        kill -0 "${PID_OF[$t]}" 2>/dev/null || break
+        if curl -fsS -m 1 -o /dev/null -H 'x-user-id: ping' "${URL[$t]}" 2>/dev/null; then
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    if ((!ok)); then
+        tail -n 20 "$DIR"/*.log "$DIR"/*.stderr >&2 2>/dev/null || true
+        die "$t did not come up at ${URL[$t]}"
+    fi
+done
+log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, nginx $NG_PORT, haproxy $HA_PORT)"
+
+# ---- sanity: every proxy routes by key --------------------------------------------------------
+
+for t in ringproxy nginx haproxy; do
+    declare -A seen=()
+    for k in $(seq 1 40); do
+        a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
+        b=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
+        [[ $a =~ ^backend-[0-3]$ ]] || die "$t answered '$a' for user-$k"
+        [[ $a == "$b" ]] || die "$t sent user-$k to $a then to $b"
+        seen[$a]=1
+    done
+    ((${#seen[@]} >= 3)) || die "$t sent 40 keys to only ${#seen[@]} backend(s)"
+    log "sanity: $t routes 40 keys stably over ${#seen[@]} backends (user-1 -> $(curl -fsS -m 2 -H 'x-user-id: user-1' "${URL[$t]}"))"
+    unset seen
+done
+
+# ---- measuring --------------------------------------------------------------------------------
+
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# Direct children of $1 (nginx workers), from /proc.
+children() {
+    local parent=$1 f s pid
+    for f in /proc/[0-9]*/stat; do
+        s=$(cat "$f" 2>/dev/null) || continue
+        pid=${s%% *}
+        s=${s##*) }
+        # after "pid (comm) ": state ppid ...
+        set -- $s
+        [[ $2 == "$parent" ]] && echo "$pid"
+    done
+    return 0
+}
+
+# The process and its children (nginx master + workers; ringproxy and HAProxy are one process).
+family() { echo "$1"; children "$1"; }
+
+# CPU ticks used so far by $1 and its children: "user system".
+cpu_ticks() {
+    local user=0 sys=0 p s
+    for p in $(family "$1"); do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        set -- $s
+        user=$((user + ${12}))
+        sys=$((sys + ${13}))
+    done
+    echo "$user $sys"
+}
+
+# Peak RSS (VmHWM) summed over $1 and its children, in KiB.
+peak_rss_kib() {
+    local total=0 p v
+    for p in $(family "$1"); do
+        v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+seconds() { # "5s" / "500ms" / "1m" -> seconds
+    case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN {print v / 1000}' ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $((${1%m} * 60)) ;;
+    *) echo "$1" ;;
+    esac
+}
+DUR_S=$(seconds "$DURATION")
+
+run_wrk() { # target duration outfile
+    wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -s "$HERE/random_key.lua" "${URL[$1]}" >"$3" 2>&1
+}
+
+RESULTS="$DIR/results.tsv"
+: >"$RESULTS"
+
+log "warm-up: ${WARMUP} per target"
+for t in "${TARGETS[@]}"; do
+    run_wrk "$t" "$WARMUP" "$DIR/warmup-$t.txt"
+done
+
+log "$ROUNDS rounds x ${#TARGETS[@]} targets x $DURATION (wrk -t$THREADS -c$CONNS, keys user-1..$KEYSPACE)"
+for r in $(seq 1 "$ROUNDS"); do
+    n=${#TARGETS[@]}
+    for i in $(seq 0 $((n - 1))); do
+        t=${TARGETS[$(((i + r - 1) % n))]}
+        out="$DIR/wrk-$t-$r.txt"
+        read -r pu0 ps0 < <(cpu_ticks "${PID_OF[$t]}")
+        read -r bu0 bs0 < <(cpu_ticks "$PID_BACKENDS")
+        run_wrk "$t" "$DURATION" "$out"
+        read -r pu1 ps1 < <(cpu_ticks "${PID_OF[$t]}")
+        read -r bu1 bs1 < <(cpu_ticks "$PID_BACKENDS")
+        awk -v t="$t" -v r="$r" -v tck="$CLK_TCK" -v dur="$DUR_S" \
+            -v pu=$((pu1 - pu0)) -v ps=$((ps1 - ps0)) -v bc=$((bu1 - bu0 + bs1 - bs0)) '
+            function ms(v) {
+                if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+                if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+                if (v ~ /m$/) return substr(v, 1, length(v) - 1) * 60000
+                if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+                return v + 0
+            }
+            /^Requests\/sec:/ { rps = $2 }
+            /^ +99%/ { p99 = ms($2) }
+            /Non-2xx or 3xx responses:/ { bad += $NF }
+            /Socket errors:/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+            END {
+                if (rps == "") rps = 0
+                # proxy cores used; for "direct" the proxy *is* the backends
+                cores = (pu + ps) / tck / dur
+                n = rps * dur # requests in the run
+                us = n > 0 ? 1e6 / tck / n : 0 # microseconds of CPU per request, per tick
+                printf "%s\t%s\t%s\t%.3f\t%.2f\t%.2f\t%d\t%.1f\t%.1f\t%.1f\n", t, r, rps, p99, cores, bc / tck / dur, bad, (pu + ps) * us, pu * us, ps * us
+            }' "$out" >>"$RESULTS"
+        log "round $r $(tail -n 1 "$RESULTS" | awk -F'\t' '{printf "%-9s %10.0f req/s  p99 %7.3f ms  proxy %.2f cores (%.1f us/req)  backends %.2f cores  errors %d", $1, $3, $4, $5, $8, $6, $7}')"
+    done
+done
+
+# ---- report -----------------------------------------------------------------------------------
+
+median() { # column target
+    awk -F'\t' -v c="$1" -v t="$2" '$1 == t { print $c }' "$RESULTS" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print 0; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+errors() { awk -F'\t' -v t="$1" '$1 == t { s += $7 } END { print s + 0 }' "$RESULTS"; }
+
+declare -A RPS P99 CPU US USR SYS RSS
+for t in "${TARGETS[@]}"; do
+    RPS[$t]=$(median 3 "$t")
+    P99[$t]=$(median 4 "$t")
+    CPU[$t]=$(median 5 "$t")
+    US[$t]=$(median 8 "$t")
+    USR[$t]=$(median 9 "$t")
+    SYS[$t]=$(median 10 "$t")
+done
+RSS[direct]=$(peak_rss_kib "$PID_BACKENDS")
+RSS[ringproxy]=$(peak_rss_kib "$PID_RINGPROXY")
+RSS[nginx]=$(peak_rss_kib "$PID_NGINX")
+RSS[haproxy]=$(peak_rss_kib "$PID_HAPROXY")
+BACKEND_CPU=$(awk -F'\t' '$1 != "direct" { s += $6; n++ } END { if (n) printf "%.2f", s / n }' "$RESULTS")
+
+echo "## Proxy comparison: $ROUNDS interleaved rounds of wrk -t$THREADS -c$CONNS -d$DURATION --latency, random x-user-id from $KEYSPACE keys"
+echo
+echo "| target | median req/s | median p99 ms | proxy CPU cores | proxy CPU µs/req (user + sys) | peak RSS MB | errors (all rounds) |"
+echo "|---|---|---|---|---|---|---|"
+for t in "${TARGETS[@]}"; do
+    label=$t
+    [[ $t == direct ]] && label="direct to one backend (ceiling)"
+    awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
+        'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
+done
+echo
+awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d="${RPS[direct]}" \
+    -v prp="${P99[ringproxy]}" -v png="${P99[nginx]}" -v pha="${P99[haproxy]}" 'BEGIN {
+    printf "- throughput ringproxy/nginx = %.3f (target >= 1.15: %s)\n", rp / ng, (rp / ng >= 1.15 ? "met" : "missed")
+    printf "- throughput ringproxy/HAProxy = %.3f (target >= 1.0: %s)\n", rp / ha, (rp / ha >= 1.0 ? "met" : "missed")
+    printf "- p99 ringproxy %.2f ms vs nginx %.2f ms, HAProxy %.2f ms (target <= both: %s)\n", prp, png, pha, (prp <= png && prp <= pha ? "met" : "missed")
+    printf "- ceiling: ringproxy reaches %.1f%% of direct-to-backend req/s (nginx %.1f%%, HAProxy %.1f%%)\n", 100 * rp / d, 100 * ng / d, 100 * ha / d
+}'
+echo "- backends' CPU during proxied runs: $BACKEND_CPU cores on average; wrk, the backends and the proxy share the machine's $(nproc) cores"
+echo "- proxy CPU: user+system time of the proxy's processes during its runs (medians over rounds); µs/req is the"
+echo "  CPU cost per request, which depends less on what else the machine is doing than req/s does. Direct row: the backends."
+echo "- peak RSS: VmHWM of the process (nginx: master + workers summed; direct row: the backends' nginx)"
+echo
+echo "Per-round results (target, round, req/s, p99 ms, proxy cores, backend cores, errors, proxy CPU µs/req, user, sys):"
+echo
+echo '```'
+cat "$RESULTS"
+echo '```'
