@@ -54,6 +54,8 @@ pub struct ProxyConfig {
     pub max_attempts: u32,
     /// Retry idempotent requests with small bodies on the next candidate even after they were sent.
     pub retry_idempotent: bool,
+    /// Threads serving proxy traffic, each with its own runtime and upstream pool.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,7 @@ struct RawProxy {
     debug_headers: Option<bool>,
     max_attempts: Option<i64>,
     retry_idempotent: Option<bool>,
+    workers: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +292,16 @@ impl TryFrom<RawConfig> for Config {
                 }
             },
             retry_idempotent: raw.proxy.retry_idempotent.unwrap_or(false),
+            workers: match raw.proxy.workers {
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(n) if (1..=1024).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(invalid(
+                        "proxy.workers",
+                        format!("{n} is out of range; use 1 to 1024"),
+                    ))
+                }
+            },
         };
 
         let token = match raw.admin.token {

@@ -88,6 +88,6 @@ Try:
   curl -X DELETE http://{a}/backends/cache-d             # leave: its keys go back where they were
 Press Ctrl-C to stop."#
     );
-    server.run(shutdown).await;
+    server.run(shutdown).await?;
     Ok(())
 }

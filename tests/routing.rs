@@ -258,3 +258,55 @@ async fn replicas_with_reordered_backends_agree() {
         assert_eq!(oa[i], oc[i], "key {}", keys[i]);
     }
 }
+
+/// Each proxy worker thread has its own runtime and connection pool but all read one snapshot:
+/// fresh connections, whichever worker accepts them, route a key the same way, before and
+/// after a join.
+#[tokio::test]
+async fn every_worker_routes_by_the_same_ring() {
+    let mut backends = four_backends().await;
+    let p = start_proxy(&config_proxy("workers = 3", "", &refs(&backends))).await;
+    let keys = keys(40);
+
+    let by_fresh_connections = |keys: Vec<String>| {
+        let addr = p.proxy;
+        async move {
+            let mut owners = Vec::new();
+            for key in &keys {
+                let mut seen = HashSet::new();
+                // Several connections per key, so more than one worker takes part.
+                for _ in 0..6 {
+                    let r = raw_request(
+                        addr,
+                        &format!("GET / HTTP/1.1\r\nhost: t\r\nx-user-id: {key}\r\nconnection: close\r\n\r\n"),
+                    )
+                    .await;
+                    assert_eq!(r.status, 200);
+                    seen.insert(String::from_utf8(r.body).unwrap());
+                }
+                assert_eq!(seen.len(), 1, "key {key} went to {seen:?}");
+                owners.push(seen.into_iter().next().unwrap());
+            }
+            owners
+        }
+    };
+    let before = by_fresh_connections(keys.clone()).await;
+    for (key, owner) in keys.iter().zip(&before) {
+        assert_eq!(&p.owner_by_admin(key).await["backend"], owner.as_str());
+    }
+
+    let joiner = start_backend("cache-e").await;
+    let body = format!(r#"{{"address": "{}"}}"#, joiner.addr);
+    let r = p.admin(Method::PUT, "/backends/cache-e", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    backends.push(joiner);
+
+    let after = by_fresh_connections(keys.clone()).await;
+    for (key, owner) in keys.iter().zip(&after) {
+        assert_eq!(&p.owner_by_admin(key).await["backend"], owner.as_str());
+    }
+    assert!(
+        after.iter().any(|o| o == "cache-e"),
+        "no key of 40 moved to the joiner"
+    );
+}

@@ -49,6 +49,11 @@ fn each_mistake_names_its_field() {
             "[proxy]\nrequest_timeout = \"0s\"\n",
             "proxy.request_timeout: must be greater than zero",
         ),
+        ("[proxy]\nworkers = 0\n", "proxy.workers: 0 is out of range"),
+        (
+            "[proxy]\nmax_attempts = 0\n",
+            "proxy.max_attempts: 0 is out of range",
+        ),
         ("[admin]\ntoken = \"\"\n", "admin.token"),
         ("[ring]\nvnodes = 0\n", "ring.vnodes: 0 is out of range"),
         ("[affinity]\nkey = []\n", "affinity.key"),

@@ -62,6 +62,20 @@ impl Proxy {
         }
     }
 
+    /// The same proxy with a connection pool of its own, for another worker thread: pooled
+    /// connections are driven by tasks on the thread that opened them, so sharing a pool would
+    /// hand requests across threads.
+    pub fn with_own_pool(&self) -> Proxy {
+        Proxy {
+            cluster: self.cluster.clone(),
+            affinity: self.affinity.clone(),
+            config: self.config.clone(),
+            health: self.health.clone(),
+            client: upstream::client(self.config.connect_timeout),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         match self.forward(req, peer).await {
             Ok(res) => res,

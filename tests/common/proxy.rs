@@ -20,7 +20,7 @@ pub struct TestProxy {
     pub admin: SocketAddr,
     pub shutdown: CancellationToken,
     pub http: Http,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), ringproxy::server::ServeError>>,
 }
 
 impl TestProxy {
@@ -154,7 +154,8 @@ impl TestProxy {
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("server stops within 5s")
-            .unwrap();
+            .expect("server task")
+            .expect("server ran");
     }
 }
 
