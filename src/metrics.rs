@@ -1,6 +1,7 @@
 //! Prometheus metrics, served as text on the admin listener's `GET /metrics`.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -11,9 +12,11 @@ use prometheus_client::registry::Registry;
 use crate::proxy::ProxyError;
 use crate::snapshot::Snapshot;
 
+// Backend labels are the snapshot's `Arc<str>` ids: counting a response clones a pointer
+// instead of allocating a string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResponseLabels {
-    backend: String,
+    backend: Arc<str>,
     code: u16,
 }
 
@@ -26,7 +29,7 @@ enum ErrorKind {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    backend: String,
+    backend: Arc<str>,
     kind: ErrorKind,
 }
 
@@ -41,12 +44,12 @@ enum RejectReason {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
-    backend: String,
+    backend: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
-    backend: String,
+    backend: Arc<str>,
     state: &'static str,
 }
 
@@ -137,16 +140,16 @@ impl Metrics {
         }
     }
 
-    pub fn response(&self, backend: &str, code: u16) {
+    pub fn response(&self, backend: &Arc<str>, code: u16) {
         self.responses
             .get_or_create(&ResponseLabels {
-                backend: backend.to_string(),
+                backend: backend.clone(),
                 code,
             })
             .inc();
     }
 
-    pub fn upstream_error(&self, backend: &str, e: &ProxyError) {
+    pub fn upstream_error(&self, backend: &Arc<str>, e: &ProxyError) {
         let kind = match e {
             ProxyError::Connect { .. } => ErrorKind::Connect,
             ProxyError::Timeout { .. } => ErrorKind::Timeout,
@@ -154,7 +157,7 @@ impl Metrics {
         };
         self.upstream_errors
             .get_or_create(&ErrorLabels {
-                backend: backend.to_string(),
+                backend: backend.clone(),
                 kind,
             })
             .inc();
@@ -171,16 +174,16 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
-    pub fn retry(&self, backend: &str) {
+    pub fn retry(&self, backend: &Arc<str>) {
         let labels = BackendLabels {
-            backend: backend.to_string(),
+            backend: backend.clone(),
         };
         self.retries.get_or_create(&labels).inc();
     }
 
-    pub fn ejection(&self, backend: &str) {
+    pub fn ejection(&self, backend: &Arc<str>) {
         let labels = BackendLabels {
-            backend: backend.to_string(),
+            backend: backend.clone(),
         };
         self.ejections.get_or_create(&labels).inc();
     }
@@ -196,7 +199,7 @@ impl Metrics {
             let state = b.health.state(now).as_str();
             self.backend_state
                 .get_or_create(&StateLabels {
-                    backend: b.id.to_string(),
+                    backend: b.id.clone(),
                     state,
                 })
                 .set(1);

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 
 use super::ProxyBody;
 
@@ -41,11 +41,7 @@ impl ProxyError {
             ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => format!("{self}\n"),
             _ => format!("{}: {self}\n", status.canonical_reason().unwrap_or("error")),
         };
-        let mut res = Response::new(
-            Full::new(Bytes::from(text))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+        let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
         *res.status_mut() = status;
         res.headers_mut().insert(
             header::CONTENT_TYPE,

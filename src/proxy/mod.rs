@@ -13,5 +13,7 @@ pub use error::ProxyError;
 pub use service::Proxy;
 pub use upstream::Upstream;
 
-/// Response bodies: either the backend's streamed body or one of ours.
-pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
+/// Response bodies: either the backend's streamed body or one of ours. An enum rather than a
+/// boxed trait object, so relaying a response allocates nothing for its body.
+pub type ProxyBody =
+    http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
