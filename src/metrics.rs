@@ -54,6 +54,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     reason: RejectReason,
 }
@@ -66,6 +71,7 @@ pub struct Metrics {
     retries: Family<BackendLabels, Counter>,
     ejections: Family<BackendLabels, Counter>,
     backend_state: Family<StateLabels, Gauge>,
+    worker_connections: Family<WorkerLabels, Gauge>,
     ring_version: Gauge<u64, AtomicU64>,
     ring_backends: Gauge,
 }
@@ -85,6 +91,7 @@ impl Metrics {
         let retries = Family::<BackendLabels, Counter>::default();
         let ejections = Family::<BackendLabels, Counter>::default();
         let backend_state = Family::<StateLabels, Gauge>::default();
+        let worker_connections = Family::<WorkerLabels, Gauge>::default();
         let ring_version = Gauge::<u64, AtomicU64>::default();
         let ring_backends = Gauge::default();
         registry.register(
@@ -118,6 +125,11 @@ impl Metrics {
             backend_state.clone(),
         );
         registry.register(
+            "worker_connections",
+            "Open client connections per proxy worker thread",
+            worker_connections.clone(),
+        );
+        registry.register(
             "ring_version",
             "Version of the current ring snapshot",
             ring_version.clone(),
@@ -135,6 +147,7 @@ impl Metrics {
             retries,
             ejections,
             backend_state,
+            worker_connections,
             ring_version,
             ring_backends,
         }
@@ -186,6 +199,14 @@ impl Metrics {
             backend: backend.clone(),
         };
         self.ejections.get_or_create(&labels).inc();
+    }
+
+    /// The open-connections gauge of proxy worker `index`.
+    pub fn worker_connections(&self, index: usize) -> Gauge {
+        let worker = u32::try_from(index).unwrap_or(u32::MAX);
+        self.worker_connections
+            .get_or_create(&WorkerLabels { worker })
+            .clone()
     }
 
     /// The Prometheus text exposition, with the ring gauges read from `snapshot`.

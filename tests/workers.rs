@@ -1,0 +1,77 @@
+//! Proxy worker threads: new connections go to the worker with the fewest open ones, and the
+//! `ringproxy_worker_connections` gauge shows each worker's count.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// `ringproxy_worker_connections` for workers 0..n, from `/metrics`.
+async fn worker_connections(p: &TestProxy, n: usize) -> Vec<i64> {
+    let text = p.admin(Method::GET, "/metrics", "").await.text();
+    (0..n)
+        .map(|i| {
+            let name = format!("ringproxy_worker_connections{{worker=\"{i}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(name.as_str()))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Opens a keep-alive connection and completes one request on it.
+async fn open_and_use(p: &TestProxy) -> TcpStream {
+    let mut conn = TcpStream::connect(p.proxy).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nx-user-id: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("cache-a") {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("response within 5s")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    conn
+}
+
+#[tokio::test]
+async fn connections_are_spread_evenly_over_workers() {
+    let backend = start_backend("cache-a").await;
+    let p = start_proxy(&config_proxy("workers = 3", "", &[&backend])).await;
+    assert_eq!(worker_connections(&p, 3).await, [0, 0, 0]);
+
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        conns.push(open_and_use(&p).await);
+    }
+    assert_eq!(worker_connections(&p, 3).await, [3, 3, 3]);
+
+    // Closing three leaves room on whichever workers held them; the next three fill it.
+    conns.truncate(6);
+    let mut counts = Vec::new();
+    for _ in 0..50 {
+        counts = worker_connections(&p, 3).await;
+        if counts.iter().sum::<i64>() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts.iter().sum::<i64>(), 6, "{counts:?}");
+    for _ in 0..3 {
+        conns.push(open_and_use(&p).await);
+    }
+    assert_eq!(worker_connections(&p, 3).await, [3, 3, 3]);
+
+    drop(conns);
+    p.stop().await;
+}
