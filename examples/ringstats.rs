@@ -4,7 +4,10 @@
 //!
 //! Run: `cargo run --release --example ringstats` (about half a minute on 2 cores).
 //!
-//! - Members are `cache-{i}`, weight 1; keys are `user-{i}` for i in 0..1M.
+//! - Members are `cache-{i}`, weight 1; keys are `user-{i}` for i in 0..1M; vnodes 40, 160, 640
+//!   and the default.
+//! - *luck*: the hash-space peak/mean at n = 10 over 500 random id sets and four named ones, for
+//!   the vnodes a default could take (the target is ≤ 1.10 with the default).
 //! - *space*: the fraction of the 64-bit circle each member owns (`Ring::shares`);
 //!   *keys*: how many of the 1M keys each member gets. Peak/mean is the busiest member over the
 //!   average; CV is the standard deviation over the mean.
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_ketama::{Bucket, Continuum};
+use ringproxy::config::DEFAULT_VNODES;
 use ringproxy::ring::{hash_key, Member, Ring};
 
 // ---- counting allocator ---------------------------------------------------------------------
@@ -91,7 +95,13 @@ fn allocations(f: impl FnOnce()) -> usize {
 
 const KEYS: usize = 1_000_000;
 const SIZES: [usize; 3] = [3, 10, 100];
-const VNODES: [u32; 3] = [40, 160, 640];
+/// The issue's 40 / 160 / 640, and the default.
+fn vnodes_choices() -> Vec<u32> {
+    let mut v = vec![40, 160, 640, DEFAULT_VNODES];
+    v.sort_unstable();
+    v.dedup();
+    v
+}
 const JOINS: usize = 10;
 
 fn ids(n: usize) -> Vec<String> {
@@ -173,7 +183,7 @@ fn quality_table(hashes: &[u64]) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in SIZES {
-        for vnodes in VNODES {
+        for vnodes in vnodes_choices() {
             let ids = ids(n);
             let ring = ring_of(&ids, vnodes);
             let build = median_time(11, || ring_of(&ids, vnodes));
@@ -269,14 +279,50 @@ fn ketama_table(keys: &[Vec<u8>]) {
     println!("\nketama's join/leave are single events (joiner 10.0.x.y with the next index, leaver the first member).\n");
 }
 
-/// How lucky one id set is: the hash-space peak/mean at n = 10 over many different id sets.
+/// Named 10-member id sets, the kind of ids people configure.
+fn named_sets() -> Vec<(&'static str, Vec<String>)> {
+    let set = |f: &dyn Fn(usize) -> String| (0..10).map(f).collect::<Vec<String>>();
+    vec![
+        ("`cache-0..9`", set(&|i| format!("cache-{i}"))),
+        (
+            "`cache-a..j`",
+            set(&|i| format!("cache-{}", (b'a' + i as u8) as char)),
+        ),
+        (
+            "`10.0.0.1..10:8080`",
+            set(&|i| format!("10.0.0.{}:8080", i + 1)),
+        ),
+        (
+            "`redis-0..9.cache.svc:6379`",
+            set(&|i| format!("redis-{i}.cache.svc.cluster.local:6379")),
+        ),
+    ]
+}
+
+fn space_peak(ids: &[String], vnodes: u32) -> f64 {
+    let space: Vec<f64> = ring_of(ids, vnodes)
+        .shares()
+        .iter()
+        .map(|&(_, s)| s)
+        .collect();
+    spread(&space).0
+}
+
+/// How lucky one id set is: the hash-space peak/mean at n = 10 for the named id sets and over
+/// many different id sets, for the vnodes values a default could take.
 fn luck_table() {
     const SETS: usize = 500;
+    const CHOICES: [u32; 6] = [160, 320, 500, 640, 800, 1000];
+    let named = named_sets();
     println!("## Hash-space peak/mean at n = 10 over {SETS} different id sets\n");
-    println!("Ids `{{s}}-cache-{{i}}` and `10.{{s/256}}.{{s%256}}.{{i}}:11211` (half each); one set is one sample.\n");
-    println!("| vnodes | median | p90 | max | sets ≤ 1.10 |");
-    println!("|---|---|---|---|---|");
-    for vnodes in VNODES {
+    println!(
+        "Random sets: ids `{{s}}-cache-{{i}}` and `10.{{s/256}}.{{s%256}}.{{i}}:11211` (half each); \
+         one set is one sample. Then four named sets.\n"
+    );
+    print!("| vnodes | median | p90 | max | sets ≤ 1.10 |");
+    named.iter().for_each(|(name, _)| print!(" {name} |"));
+    println!("\n|---|---|---|---|---|{}", "---|".repeat(named.len()));
+    for vnodes in CHOICES {
         let mut pms: Vec<f64> = (0..SETS)
             .map(|s| {
                 let ids: Vec<String> = (0..10)
@@ -288,23 +334,22 @@ fn luck_table() {
                         }
                     })
                     .collect();
-                let space: Vec<f64> = ring_of(&ids, vnodes)
-                    .shares()
-                    .iter()
-                    .map(|&(_, s)| s)
-                    .collect();
-                spread(&space).0
+                space_peak(&ids, vnodes)
             })
             .collect();
         pms.sort_by(f64::total_cmp);
         let ok = pms.iter().filter(|&&p| p <= 1.10).count();
-        println!(
+        print!(
             "| {vnodes} | {:.3} | {:.3} | {:.3} | {:.0}% |",
             pms[SETS / 2],
             pms[SETS * 9 / 10],
             pms[SETS - 1],
             ok as f64 * 100.0 / SETS as f64
         );
+        named
+            .iter()
+            .for_each(|(_, ids)| print!(" {:.3} |", space_peak(ids, vnodes)));
+        println!();
     }
     println!();
 }
@@ -392,9 +437,9 @@ fn allocation_table(keys: &[Vec<u8>]) {
             }),
         ),
         (
-            "ringproxy `candidates().take(2)`",
+            "ringproxy `candidates().take(3)`",
             Box::new(|r, k| {
-                black_box(rings[r].candidates(k).take(2).count());
+                black_box(rings[r].candidates(k).take(3).count());
             }),
         ),
         (
@@ -410,6 +455,22 @@ fn allocation_table(keys: &[Vec<u8>]) {
             .collect();
         println!("| {name} | {} | {} | {} |", counts[0], counts[1], counts[2]);
     }
+    // Walking to the end visits every member; a few keys are enough to show it allocates nothing.
+    const WALKS: usize = 1000;
+    let counts: Vec<usize> = rings
+        .iter()
+        .map(|ring| {
+            allocations(|| {
+                for k in &keys[..WALKS] {
+                    assert_eq!(ring.candidates(k).count(), ring.len());
+                }
+            })
+        })
+        .collect();
+    println!(
+        "| ringproxy `candidates().count()` (every member), first {WALKS} keys | {} | {} | {} |",
+        counts[0], counts[1], counts[2]
+    );
     println!();
 }
 

@@ -13,7 +13,13 @@
 //! table reads and a short scan instead of a full binary search over cold memory. Owners live
 //! in a parallel array so the search touches only hashes. [`Ring::candidates`]
 //! walks clockwise yielding each distinct member once, which is what failover needs: the
-//! caller skips unusable members, the ring itself knows nothing about health.
+//! caller skips unusable members, the ring itself knows nothing about health. The walk never
+//! allocates either, whatever the member count (see [`Candidates`]).
+//!
+//! The build is a bucket sort: point hashes are uniform, so distributing them by their top bits
+//! (the very bits the bucket table indexes) leaves one or two points per bucket, and the
+//! per-bucket counts *are* the bucket table. One counting pass, one scatter pass and one nearly
+//! free insertion sort replace an O(n log n) comparison sort over (hash, owner) pairs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,6 +72,10 @@ pub struct Ring {
     hashes: Vec<u64>,
     /// `owners[i]` is the member index owning `hashes[i]`.
     owners: Vec<u32>,
+    /// `prev_same[i]` is the nearest point before `i` (counterclockwise, wrapping) with the same
+    /// owner; `i` itself if the owner has only one point. It lets [`Candidates`] tell in O(1)
+    /// and without any seen-set whether a point's owner was already yielded.
+    prev_same: Vec<u32>,
     /// `buckets[b]` is the first point whose hash is at or past `b << shift`; one extra entry at
     /// the end holds the number of points.
     buckets: Vec<u32>,
@@ -128,21 +138,14 @@ impl Ring {
             return Err(RingError::TooManyPoints(total));
         }
 
-        let mut points: Vec<(u64, u32)> = Vec::with_capacity(total as usize);
-        for (idx, m) in members.iter().enumerate() {
-            let n = vnodes * m.weight;
-            let id_hash = xxh3_64(m.id.as_bytes());
-            points.extend((0..n).map(|i| (point_hash(id_hash, i), idx as u32)));
-        }
-        // Members are sorted by id, so ordering ties by member index orders them by id.
-        points.sort_unstable();
-        let (hashes, owners): (Vec<u64>, Vec<u32>) = points.into_iter().unzip();
-        let (buckets, shift) = bucket_table(&hashes);
+        let (hashes, owners, buckets, shift) = lay_out(&members, vnodes, total as usize);
+        let prev_same = prev_same(&owners, members.len());
         Ok(Ring {
             vnodes,
             members,
             hashes,
             owners,
+            prev_same,
             buckets,
             shift,
         })
@@ -155,6 +158,7 @@ impl Ring {
             members: Vec::new(),
             hashes: Vec::new(),
             owners: Vec::new(),
+            prev_same: Vec::new(),
             buckets: vec![0, 0, 0],
             shift: 63,
         }
@@ -235,9 +239,9 @@ impl Ring {
         };
         Candidates {
             ring: self,
-            next: start,
+            start,
             walked: 0,
-            seen: Seen::new(self.members.len()),
+            yielded: 0,
         }
     }
 
@@ -271,95 +275,132 @@ impl Ring {
 }
 
 /// Iterator over distinct members clockwise from a position; yields member indices.
+///
+/// It never allocates, whatever the member count: a walked point's owner was yielded before iff
+/// the owner's nearest earlier point (`prev_same`) lies on the arc already walked, one array read
+/// per step instead of a set of seen members.
 pub struct Candidates<'a> {
     ring: &'a Ring,
-    next: usize,
+    /// The owner's point: where the walk starts.
+    start: usize,
+    /// Points walked so far; the next one is `start + walked`, wrapping.
     walked: usize,
-    seen: Seen,
+    yielded: usize,
 }
 
 impl Iterator for Candidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let n = self.ring.hashes.len();
-        while self.walked < n && self.seen.count < self.ring.members.len() {
-            let owner = self.ring.owners[self.next] as usize;
-            self.next = if self.next + 1 == n { 0 } else { self.next + 1 };
+        let ring = self.ring;
+        let n = ring.hashes.len();
+        while self.walked < n && self.yielded < ring.members.len() {
+            let at = wrap(self.start + self.walked, n);
+            // How far past `start` the owner's previous point is; inside the walked arc
+            // (`< walked`) means the owner came up already. A one-point owner has `prev == at`.
+            // The first point is always fresh: no need to touch `prev_same` for it.
+            let fresh = self.walked == 0
+                || wrap(ring.prev_same[at] as usize + n - self.start, n) >= self.walked;
             self.walked += 1;
-            if self.seen.insert(owner) {
-                return Some(owner);
+            if fresh {
+                self.yielded += 1;
+                return Some(ring.owners[at] as usize);
             }
         }
         None
     }
 }
 
-/// Which members a [`Candidates`] walk has yielded. Rings of up to 128 members (the usual case)
-/// use an inline bitmask, so a walk never allocates; larger rings fall back to a heap bitmap.
-struct Seen {
-    count: usize,
-    bits: SeenBits,
-}
-
-enum SeenBits {
-    Inline(u128),
-    Heap(Vec<u64>),
-}
-
-impl Seen {
-    fn new(members: usize) -> Seen {
-        let bits = if members <= 128 {
-            SeenBits::Inline(0)
-        } else {
-            SeenBits::Heap(Vec::new())
-        };
-        Seen { count: 0, bits }
-    }
-
-    /// Marks `i` seen; true if it was not seen before.
-    fn insert(&mut self, i: usize) -> bool {
-        let fresh = match &mut self.bits {
-            SeenBits::Inline(b) => {
-                let mask = 1u128 << i;
-                let fresh = *b & mask == 0;
-                *b |= mask;
-                fresh
-            }
-            SeenBits::Heap(v) => {
-                let (word, bit) = (i / 64, 1u64 << (i % 64));
-                if v.len() <= word {
-                    v.resize(word + 1, 0);
-                }
-                let fresh = v[word] & bit == 0;
-                v[word] |= bit;
-                fresh
-            }
-        };
-        self.count += usize::from(fresh);
-        fresh
+/// `i mod n` for `i < 2n`, without a division.
+#[inline]
+fn wrap(i: usize, n: usize) -> usize {
+    if i >= n {
+        i - n
+    } else {
+        i
     }
 }
 
-/// The bucket table over sorted `hashes`: `2^bits` buckets, `bits = floor(log2(points))`
-/// (at least 1), so there are one to two points per bucket on average.
-fn bucket_table(hashes: &[u64]) -> (Vec<u32>, u32) {
-    let bits = (usize::BITS - 1)
-        .saturating_sub(hashes.len().max(2).leading_zeros())
-        .clamp(1, 24);
+/// `bits` for a bucket table over `points` points: `floor(log2(points))` (at least 1, at most
+/// 24), so there are one to two points per bucket on average.
+fn bucket_bits(points: usize) -> u32 {
+    (usize::BITS - 1)
+        .saturating_sub(points.max(2).leading_zeros())
+        .clamp(1, 24)
+}
+
+/// Lays out the points of `members` (sorted by id) ordered by (hash, member index), and the
+/// bucket table over them: `(hashes, owners, buckets, shift)`.
+///
+/// A counting sort on the top `bits` of each hash: count the points per bucket, turn the counts
+/// into bucket ends, then scatter every point into its bucket walking the bucket's cursor down
+/// from its end, which leaves `buckets[b]` at the bucket's start: exactly the lookup table.
+/// Ordering within the buckets is left to a final insertion sort.
+fn lay_out(members: &[Member], vnodes: u32, total: usize) -> (Vec<u64>, Vec<u32>, Vec<u32>, u32) {
+    let bits = bucket_bits(total);
     let shift = 64 - bits;
     let count = 1usize << bits;
-    let mut buckets = Vec::with_capacity(count + 1);
-    let mut i = 0usize;
-    for b in 0..count as u64 {
-        let start = b << shift;
-        while i < hashes.len() && hashes[i] < start {
-            i += 1;
+    let id_hashes: Vec<u64> = members.iter().map(|m| xxh3_64(m.id.as_bytes())).collect();
+    let points = |idx: usize| 0..vnodes * members[idx].weight;
+
+    let mut buckets = vec![0u32; count + 1];
+    for (idx, &id_hash) in id_hashes.iter().enumerate() {
+        for i in points(idx) {
+            buckets[(point_hash(id_hash, i) >> shift) as usize] += 1;
         }
-        buckets.push(i as u32);
     }
-    buckets.push(hashes.len() as u32);
-    (buckets, shift)
+    let mut end = 0u32;
+    for b in &mut buckets {
+        end += *b;
+        *b = end;
+    }
+
+    // Recomputing a point's hash is cheaper than storing all of them for the second pass.
+    let mut hashes = vec![0u64; total];
+    let mut owners = vec![0u32; total];
+    for (idx, &id_hash) in id_hashes.iter().enumerate() {
+        for i in points(idx) {
+            let h = point_hash(id_hash, i);
+            let cursor = &mut buckets[(h >> shift) as usize];
+            *cursor -= 1;
+            hashes[*cursor as usize] = h;
+            owners[*cursor as usize] = idx as u32;
+        }
+    }
+
+    // Now every point sits in its bucket, a few places from where it belongs, so one insertion
+    // sort over the whole array finishes the job in about one comparison a point.
+    insertion_sort(&mut hashes, &mut owners);
+    (hashes, owners, buckets, shift)
+}
+
+/// Sorts points by (hash, owner), cheaply when every point is already near its place.
+fn insertion_sort(hashes: &mut [u64], owners: &mut [u32]) {
+    for i in 1..hashes.len() {
+        let (h, o) = (hashes[i], owners[i]);
+        let mut j = i;
+        while j > 0 && (hashes[j - 1], owners[j - 1]) > (h, o) {
+            hashes[j] = hashes[j - 1];
+            owners[j] = owners[j - 1];
+            j -= 1;
+        }
+        hashes[j] = h;
+        owners[j] = o;
+    }
+}
+
+/// For each point, the nearest point before it (wrapping) with the same owner. The first pass
+/// finds each member's last point, which is what its first point wraps back to.
+fn prev_same(owners: &[u32], members: usize) -> Vec<u32> {
+    let mut last = vec![0u32; members];
+    for (i, &o) in owners.iter().enumerate() {
+        last[o as usize] = i as u32;
+    }
+    owners
+        .iter()
+        .enumerate()
+        .map(|(i, &o)| std::mem::replace(&mut last[o as usize], i as u32))
+        .collect()
 }
 
 #[cfg(test)]

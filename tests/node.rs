@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use ringproxy::config::DEFAULT_VNODES;
 use ringproxy::ring::{Member, Ring};
 use serde_json::{json, Value};
 
@@ -238,7 +239,11 @@ fn answers_match_the_library_ring() {
             .map(|(i, k)| req(i as u64 + 1, json!({"type": "get_server", "key": k}))),
     );
     let r = run_lines(&lines).replies();
-    let ring = Ring::new(servers.iter().map(|s| Member::new(s.as_str(), 1)), 160).unwrap();
+    let ring = Ring::new(
+        servers.iter().map(|s| Member::new(s.as_str(), 1)),
+        DEFAULT_VNODES,
+    )
+    .unwrap();
     for (i, k) in keys.iter().enumerate() {
         let expected = &*ring.member(ring.lookup(k.as_bytes()).unwrap()).id;
         assert_eq!(r[&(i as u64 + 1)]["server"], expected, "key {k}");
@@ -525,9 +530,9 @@ fn a_request_without_msg_id_is_answered_without_in_reply_to() {
     let out = run_lines(&[line]);
     assert_eq!(
         out.lines,
-        [
-            r#"{"src":"n4","dest":"c9","body":{"type":"get_servers_ok","msg_id":0,"servers":[],"shares":{},"vnodes":160}}"#
-        ]
+        [format!(
+            r#"{{"src":"n4","dest":"c9","body":{{"type":"get_servers_ok","msg_id":0,"servers":[],"shares":{{}},"vnodes":{DEFAULT_VNODES}}}}}"#
+        )]
     );
 }
 

@@ -8,10 +8,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Number, Value};
 
+use crate::config::DEFAULT_VNODES;
 use crate::ring::{Member, Ring};
-
-/// Virtual nodes per server unless `init` carries `vnodes`.
-pub const DEFAULT_VNODES: u32 = 160;
 
 /// How many keys `ring_add_node` / `ring_remove_node` compare when the request has no `keys`.
 const SAMPLE_KEYS: usize = 10_000;

@@ -121,12 +121,89 @@ fn candidates_are_distinct_and_complete() {
     }
 }
 
+/// The walk a candidate list must equal: every point clockwise from the owner's, each owner the
+/// first time it comes up.
+fn clockwise_distinct(r: &Ring, hash: u64) -> Vec<usize> {
+    let n = r.hashes.len();
+    let i = r.hashes.partition_point(|&p| p < hash);
+    let mut seen = std::collections::HashSet::new();
+    (0..n)
+        .map(|k| r.owners[(i + k) % n] as usize)
+        .filter(|&o| seen.insert(o))
+        .collect()
+}
+
 #[test]
-fn candidates_on_large_rings_use_the_heap_bitmap() {
+fn candidates_on_large_rings_are_every_member_once_clockwise() {
     let ids = names(300);
     let r = Ring::new(ids.iter().map(|i| Member::new(i.as_str(), 1)), 4).unwrap();
-    let c: Vec<usize> = r.candidates(b"k").collect();
-    assert_eq!(c.len(), 300);
+    for k in keys(50) {
+        let c: Vec<usize> = r.candidates(k.as_bytes()).collect();
+        assert_eq!(c.len(), 300);
+        assert_eq!(c, clockwise_distinct(&r, hash_key(k.as_bytes())), "key {k}");
+    }
+}
+
+#[test]
+fn candidates_match_a_plain_clockwise_walk() {
+    for (n, vnodes) in [(1, 1), (2, 1), (3, 2), (7, 5), (40, 3), (130, 2)] {
+        let ids = names(n);
+        let r = Ring::new(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| Member::new(id.as_str(), 1 + (i % 3) as u32)),
+            vnodes,
+        )
+        .unwrap();
+        let mut probes = vec![0, u64::MAX];
+        probes.extend(r.hashes.iter().flat_map(|&p| [p, p.wrapping_add(1)]));
+        for h in probes {
+            let c: Vec<usize> = r.candidates_hash(h).collect();
+            assert_eq!(
+                c,
+                clockwise_distinct(&r, h),
+                "n={n} vnodes={vnodes} hash={h:#x}"
+            );
+        }
+    }
+}
+
+/// The bucket-sort build lays points out exactly as sorting all (hash, owner) pairs does.
+#[test]
+fn layout_matches_a_full_sort() {
+    for (n, vnodes) in [(1, 1), (2, 3), (5, 160), (64, 7), (1000, 16)] {
+        let ids = names(n);
+        let members: Vec<Member> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Member::new(id.as_str(), 1 + (i % 4) as u32))
+            .collect();
+        let r = Ring::new(members, vnodes).unwrap();
+        let mut points: Vec<(u64, u32)> = Vec::new();
+        for (idx, m) in r.members().iter().enumerate() {
+            let id_hash = xxh3_64(m.id.as_bytes());
+            points.extend((0..vnodes * m.weight).map(|i| (point_hash(id_hash, i), idx as u32)));
+        }
+        points.sort_unstable();
+        let (hashes, owners): (Vec<u64>, Vec<u32>) = points.into_iter().unzip();
+        assert_eq!(r.hashes, hashes, "n={n} vnodes={vnodes}");
+        assert_eq!(r.owners, owners, "n={n} vnodes={vnodes}");
+    }
+}
+
+/// Equal hashes are ordered by owner.
+#[test]
+fn insertion_sort_orders_ties_by_owner() {
+    for len in [2usize, 5, 33, 100] {
+        let mut hashes: Vec<u64> = (0..len as u64).map(|i| (i * 7) % 3).collect();
+        let mut owners: Vec<u32> = (0..len as u32).rev().collect();
+        let mut expected: Vec<(u64, u32)> =
+            hashes.iter().copied().zip(owners.iter().copied()).collect();
+        expected.sort_unstable();
+        insertion_sort(&mut hashes, &mut owners);
+        let got: Vec<(u64, u32)> = hashes.into_iter().zip(owners).collect();
+        assert_eq!(got, expected, "len={len}");
+    }
 }
 
 /// The second candidate of a key is the owner it gets when the first leaves: failover and

@@ -1,11 +1,12 @@
 //! Expected routing, computed with the same `Ring` the proxy builds: a key goes to its first
 //! usable candidate clockwise.
 
+use ringproxy::config::DEFAULT_VNODES;
 use ringproxy::ring::{Member, Ring};
 
 /// The ring the proxy builds for these ids (weight 1, default vnodes).
 pub fn ring(ids: &[&str]) -> Ring {
-    Ring::new(ids.iter().map(|id| Member::new(*id, 1)), 160).unwrap()
+    Ring::new(ids.iter().map(|id| Member::new(*id, 1)), DEFAULT_VNODES).unwrap()
 }
 
 /// Every member of the ring, in `key`'s candidate order (the owner first).
