@@ -8,8 +8,8 @@
 #
 # Everything listens on 127.0.0.1 at free high ports; nginx and HAProxy run as the current user
 # with their configs, pids and logs in a temp dir; every process started here is stopped on exit.
-# Runs are interleaved (each round visits every target, the order rotating by one each round)
-# and the table shows the median over the rounds. Knobs (environment):
+# Runs are interleaved (each round visits every target; the order rotates each round and
+# alternates direction) and the table shows the median over the rounds. Knobs (environment):
 #   ROUNDS=5 DURATION=5s THREADS=2 CONNS=64 KEYSPACE=1000000 WARMUP=2s
 #   RINGPROXY_BIN=path   use this binary instead of `cargo build --release --bin ringproxy`
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
@@ -253,7 +253,10 @@ log "$ROUNDS rounds x ${#TARGETS[@]} targets x $DURATION (wrk -t$THREADS -c$CONN
 for r in $(seq 1 "$ROUNDS"); do
     n=${#TARGETS[@]}
     for i in $(seq 0 $((n - 1))); do
-        t=${TARGETS[$(((i + r - 1) % n))]}
+        # Odd rounds walk the list forwards, even rounds backwards, both from a start that
+        # moves each round: no target always follows the same other one.
+        if ((r % 2)); then k=$(((r - 1 + i) % n)); else k=$(((r - 1 + n - 1 - i) % n)); fi
+        t=${TARGETS[$k]}
         out="$DIR/wrk-$t-$r.txt"
         read -r pu0 ps0 < <(cpu_ticks "${PID_OF[$t]}")
         read -r bu0 bs0 < <(cpu_ticks "$PID_BACKENDS")
