@@ -95,9 +95,10 @@ fn allocations(f: impl FnOnce()) -> usize {
 
 const KEYS: usize = 1_000_000;
 const SIZES: [usize; 3] = [3, 10, 100];
-/// The 40 / 160 / 640, and the default.
-fn vnodes_choices() -> Vec<u32> {
-    let mut v = vec![40, 160, 640, DEFAULT_VNODES];
+/// `base` and the default vnodes, in order, each once: every table shows the default.
+fn with_default(base: &[u32]) -> Vec<u32> {
+    let mut v = base.to_vec();
+    v.push(DEFAULT_VNODES);
     v.sort_unstable();
     v.dedup();
     v
@@ -183,7 +184,7 @@ fn quality_table(hashes: &[u64]) {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in SIZES {
-        for vnodes in vnodes_choices() {
+        for vnodes in with_default(&[40, 160, 640]) {
             let ids = ids(n);
             let ring = ring_of(&ids, vnodes);
             let build = median_time(11, || ring_of(&ids, vnodes));
@@ -312,7 +313,6 @@ fn space_peak(ids: &[String], vnodes: u32) -> f64 {
 /// many different id sets, for the vnodes values a default could take.
 fn luck_table() {
     const SETS: usize = 500;
-    const CHOICES: [u32; 6] = [160, 320, 500, 640, 800, 1000];
     let named = named_sets();
     println!("## Hash-space peak/mean at n = 10 over {SETS} different id sets\n");
     println!(
@@ -322,7 +322,7 @@ fn luck_table() {
     print!("| vnodes | median | p90 | max | sets ≤ 1.10 |");
     named.iter().for_each(|(name, _)| print!(" {name} |"));
     println!("\n|---|---|---|---|---|{}", "---|".repeat(named.len()));
-    for vnodes in CHOICES {
+    for vnodes in with_default(&[160, 320, 500, 640, 800, 1000]) {
         let mut pms: Vec<f64> = (0..SETS)
             .map(|s| {
                 let ids: Vec<String> = (0..10)

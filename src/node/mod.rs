@@ -3,8 +3,8 @@
 //! A test harness drives `ringproxy-node` (or `ringproxy node`) with one JSON message per line
 //! on stdin, `{"src","dest","body"}`, and reads one reply per line on stdout; logs go to stderr.
 //! The node answers with the very [`Ring`](crate::ring::Ring) the proxy routes with (one member
-//! per server, weight 1, the proxy's default vnodes unless `init` says otherwise), so the harness checks the
-//! real algorithm, not a copy of it.
+//! per server, weight 1, the proxy's default vnodes unless `init` says otherwise), so the harness
+//! checks the real algorithm, not a copy of it.
 //!
 //! # Messages
 //!
