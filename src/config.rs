@@ -51,6 +51,8 @@ pub struct Config {
 pub struct ProxyConfig {
     pub listen: SocketAddr,
     pub connect_timeout: Duration,
+    /// Idle keep-alive connections to backends are closed after this.
+    pub upstream_idle_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
     pub debug_headers: bool,
@@ -98,6 +100,7 @@ struct RawConfig {
 struct RawProxy {
     listen: Option<String>,
     connect_timeout: Option<String>,
+    upstream_idle_timeout: Option<String>,
     request_timeout: Option<String>,
     shutdown_grace: Option<String>,
     debug_headers: Option<bool>,
@@ -273,6 +276,13 @@ impl TryFrom<RawConfig> for Config {
                 "proxy.connect_timeout",
                 raw.proxy.connect_timeout,
                 Duration::from_secs(1),
+            )?,
+            // Below the 75 s keep-alive timeout of common backends (nginx), so the proxy, not
+            // the backend, is normally the side that closes an idle connection.
+            upstream_idle_timeout: positive_duration(
+                "proxy.upstream_idle_timeout",
+                raw.proxy.upstream_idle_timeout,
+                Duration::from_secs(60),
             )?,
             request_timeout: positive_duration(
                 "proxy.request_timeout",

@@ -2,7 +2,8 @@
 //!
 //! Per request: extract the affinity key, load the snapshot once, take the key's owner on the
 //! ring, rewrite the request for the upstream (hop-by-hop headers out, `X-Forwarded-*` in, the
-//! chosen backend as the only possible destination) and stream it through the pooled client.
+//! chosen backend as the only possible destination) and stream it over a pooled connection
+//! to that backend.
 
 mod body;
 mod error;
@@ -16,4 +17,4 @@ pub use upstream::Upstream;
 /// Response bodies: either the backend's streamed body or one of ours. An enum rather than a
 /// boxed trait object, so relaying a response allocates nothing for its body.
 pub type ProxyBody =
-    http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+    http_body_util::Either<upstream::ResponseBody, http_body_util::Full<bytes::Bytes>>;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
-use super::upstream::{self, Failure, Upstream};
+use super::upstream::{self, Failure, ResponseBody, Upstream};
 use super::ProxyBody;
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::config::ProxyConfig;
@@ -52,7 +52,7 @@ impl Proxy {
         health: HealthConfig,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let client = upstream::client(config.connect_timeout);
+        let client = Upstream::new(config.connect_timeout, config.upstream_idle_timeout);
         Proxy {
             cluster,
             affinity,
@@ -72,7 +72,10 @@ impl Proxy {
             affinity: self.affinity.clone(),
             config: self.config.clone(),
             health: self.health.clone(),
-            client: upstream::client(self.config.connect_timeout),
+            client: Upstream::new(
+                self.config.connect_timeout,
+                self.config.upstream_idle_timeout,
+            ),
             metrics: self.metrics.clone(),
         }
     }
@@ -123,7 +126,15 @@ impl Proxy {
                 self.metrics.retry(&backend.id);
             }
             attempts += 1;
-            match self.send(&head, attempt_body, backend).await {
+            let mut sent = self.send(&head, attempt_body, backend).await;
+            if matches!(sent, Err((Failure::Stale, _))) && is_idempotent(&head.method) {
+                // Resent once, like a request that never left: the backend closed an idle
+                // connection as it went out, which says nothing about the backend's health.
+                if let Some(again) = body.attempt().filter(|_| body.replayable()) {
+                    sent = self.send(&head, again, backend).await;
+                }
+            }
+            match sent {
                 Ok(res) => {
                     if self.health.fail_on_5xx && res.status().is_server_error() {
                         self.failed(backend);
@@ -169,26 +180,32 @@ impl Proxy {
         head: &Head,
         body: UpstreamBody,
         backend: &Backend,
-    ) -> Result<Response<Incoming>, (Failure, ProxyError)> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(backend.authority.clone())
-            .path_and_query(head.path.clone())
-            .build()
-            .expect("scheme, authority and path are each valid");
+    ) -> Result<Response<ResponseBody>, (Failure, ProxyError)> {
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
-        *req.uri_mut() = uri;
+        *req.uri_mut() = Uri::from(head.path.clone());
         *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = head.headers.clone();
+        let headers = req.headers_mut();
+        *headers = head.headers.clone();
+        // HTTP/1.0 clients may send no Host; HTTP/1.1 requires one upstream.
+        if !headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
+                headers.insert(HOST, v);
+            }
+        }
 
         let id = || backend.id.to_string();
-        match tokio::time::timeout(self.config.request_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(
+            self.config.request_timeout,
+            self.client.send(&backend.address, req),
+        )
+        .await
+        {
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => {
                 let reason = upstream::describe(&e);
                 tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
-                let failure = upstream::classify(&e);
+                let failure = e.failure();
                 Err((
                     failure,
                     match failure {
@@ -197,7 +214,7 @@ impl Proxy {
                             reason,
                         },
                         Failure::ConnectTimeout => ProxyError::Timeout { backend: id() },
-                        Failure::Protocol => ProxyError::Upstream {
+                        Failure::Protocol | Failure::Stale => ProxyError::Upstream {
                             backend: id(),
                             reason,
                         },
@@ -225,7 +242,7 @@ impl Proxy {
 
     fn downstream_response(
         &self,
-        res: Response<Incoming>,
+        res: Response<ResponseBody>,
         backend: &Backend,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = res.into_parts();

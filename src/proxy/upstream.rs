@@ -1,32 +1,70 @@
-//! The pooled upstream client and how its failures are classified.
+//! Connections to backends: HTTP/1.1 keep-alive connections, pooled per worker thread.
+//!
+//! A request takes the most recently used idle connection to its backend, or opens one; the
+//! connection goes back to the pool once the response body has been read to its end. Each
+//! connection is driven by a task on the worker thread that opened it, so a worker's requests
+//! never wait on another thread. This replaced hyper-util's pooled client, whose pool-key
+//! hashing, per-request return task and response extensions cost about a sixth of the
+//! instructions of a proxied request (BENCHMARKS.md).
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// The HTTP client that talks to backends, one pool per backend address.
-pub type Upstream = Client<HttpConnector, UpstreamBody>;
+/// Idle connections kept per backend; more concurrent requests still get connections.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+/// TCP keepalive probes find backends that vanished without closing (host down, cable cut).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-pub fn client(connect_timeout: Duration) -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        // Without a timer the pool silently ignores pool_idle_timeout.
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .timer(TokioTimer::new())
-        .build(connector)
+/// One worker's connections to every backend, keyed by backend address.
+pub struct Upstream {
+    pool: Arc<Pool>,
 }
 
-/// What went wrong talking to a backend.
+struct Pool {
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    connect_timeout: Duration,
+    /// Idle connections older than this are closed.
+    idle_timeout: Duration,
+    /// Set once the task that closes expired idle connections runs.
+    sweeping: std::sync::atomic::AtomicBool,
+}
+
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// Why an exchange with a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("tcp connect error")]
+    Connect(#[source] io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Exchange(hyper::Error),
+    /// A reused connection closed before any answer: typically the backend timed it out
+    /// just as the request went out. The backend did not process it as far as we can tell.
+    #[error("reused connection closed before the response: {0}")]
+    Stale(#[source] hyper::Error),
+}
+
+/// What went wrong talking to a backend, as far as retrying cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// No connection: the request was never sent.
@@ -35,22 +73,260 @@ pub enum Failure {
     ConnectTimeout,
     /// The exchange failed after the connection was made.
     Protocol,
+    /// A reused keep-alive connection was closed under the request; resending is safe for
+    /// idempotent requests.
+    Stale,
 }
 
-pub fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
-    if !e.is_connect() {
-        return Failure::Protocol;
+impl UpstreamError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
+                Failure::ConnectTimeout
+            }
+            UpstreamError::Connect(_) => Failure::Connect,
+            UpstreamError::ConnectTimeout => Failure::ConnectTimeout,
+            UpstreamError::Exchange(_) => Failure::Protocol,
+            UpstreamError::Stale(_) => Failure::Stale,
+        }
     }
-    let mut source: Option<&(dyn StdError + 'static)> = e.source();
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
+        Upstream {
+            pool: Arc::new(Pool {
+                idle: Mutex::new(HashMap::new()),
+                connect_timeout,
+                idle_timeout,
+                sweeping: false.into(),
+            }),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to the backend at `address`.
+    pub async fn send(
+        &self,
+        address: &Arc<str>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        while let Some(mut sender) = self.pool.take(address) {
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok(self.lease(res, sender, address)),
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before the request went out: nothing was sent,
+                    // so the same request (body untouched) can take another connection.
+                    Some(unsent) => req = unsent,
+                    None => {
+                        let e = e.into_error();
+                        return Err(if closed_under_us(&e) {
+                            UpstreamError::Stale(e)
+                        } else {
+                            UpstreamError::Exchange(e)
+                        });
+                    }
+                },
+            }
+        }
+        let mut sender = self.connect(address).await?;
+        match sender.send_request(req).await {
+            Ok(res) => Ok(self.lease(res, sender, address)),
+            Err(e) => Err(UpstreamError::Exchange(e)),
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let stream = match tokio::time::timeout(
+            self.pool.connect_timeout,
+            TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
+        };
+        // Best effort: a socket without these options still works.
+        let _ = stream.set_nodelay(true);
+        let _ =
+            SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn lease(
+        &self,
+        res: Response<Incoming>,
+        sender: SendRequest<UpstreamBody>,
+        address: &Arc<str>,
+    ) -> Response<ResponseBody> {
+        let lease = Lease {
+            sender,
+            address: address.clone(),
+            pool: self.pool.clone(),
+        };
+        res.map(|body| {
+            let mut body = ResponseBody {
+                body,
+                lease: Some(lease),
+            };
+            body.release_if_done();
+            body
+        })
+    }
+}
+
+impl Pool {
+    /// The newest idle connection to `address` that can take a request now.
+    fn take(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(address)?;
+        let now = Instant::now();
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let entry = &list[i];
+            if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
+                list.remove(i);
+            } else if entry.sender.is_ready() {
+                return Some(list.remove(i).sender);
+            }
+            // Not ready yet: still finishing the exchange it was returned after. Leave it.
+        }
+        None
+    }
+
+    fn put(self: &Arc<Pool>, address: Arc<str>, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        let list = idle.entry(address).or_default();
+        if list.len() < MAX_IDLE_PER_BACKEND {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        drop(idle);
+        self.start_sweeping();
+    }
+
+    /// Closes expired idle connections periodically, so an idle backend is not held open.
+    fn start_sweeping(self: &Arc<Pool>) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        // An idle connection lives at most a quarter longer than the timeout.
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let limit = pool.idle_timeout;
+                lock(&pool.idle).retain(|_, list| {
+                    list.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) <= limit);
+                    !list.is_empty()
+                });
+            }
+        });
+    }
+}
+
+/// Did the connection end (EOF or reset) before any response? On a reused connection that
+/// is the backend closing it as idle while our request was on its way.
+fn closed_under_us(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = e.source();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut {
-                return Failure::ConnectTimeout;
-            }
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            );
         }
         source = s.source();
     }
-    Failure::Connect
+    false
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A backend connection lent to one response; back to the pool when the body is done.
+struct Lease {
+    sender: SendRequest<UpstreamBody>,
+    address: Arc<str>,
+    pool: Arc<Pool>,
+}
+
+/// A backend's response body. Reading it to the end returns its connection to the pool;
+/// dropping it earlier closes the connection (the rest of the body is never read).
+pub struct ResponseBody {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl ResponseBody {
+    fn release_if_done(&mut self) {
+        if self.body.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.pool.put(lease.address, lease.sender);
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            // The server may stop polling once `is_end_stream` says so: release now.
+            Some(Ok(_)) => self.release_if_done(),
+            None => {
+                if let Some(lease) = self.lease.take() {
+                    lease.pool.put(lease.address, lease.sender);
+                }
+            }
+            Some(Err(_)) => self.lease = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The error and its causes on one line, for logs and 502 bodies.

@@ -1,0 +1,215 @@
+//! Keep-alive connections to backends: reused across requests, replaced when the backend closes
+//! them, closed after `proxy.upstream_idle_timeout`, and never a reason for a failed request.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A backend that counts the connections it accepted and those still open.
+struct Counting {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn counting_backend(name: &'static str) -> Counting {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, o) = (accepted.clone(), open.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            a.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
+            tokio::spawn(async move {
+                let service = service_fn(|req| async move {
+                    Ok::<_, Infallible>(backend_answer(name, req).await)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Counting {
+        addr,
+        accepted,
+        open,
+        task,
+    }
+}
+
+/// A backend that answers one request per connection, keep-alive in its headers, and then
+/// closes the connection after `linger`: the way a backend's idle timeout looks to a proxy.
+fn closing_backend(listener: TcpListener, linger: Duration, accepted: Arc<AtomicUsize>) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply =
+                    "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nx-backend: closer\r\n\r\ncloser\n";
+                let _ = stream.write_all(reply.as_bytes()).await;
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_backend_connection() {
+    let b = counting_backend("cache-a").await;
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("cache-a", b.addr)])).await;
+    for i in 0..50 {
+        let r = p.get_key("/", &format!("user-{i}")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.backend(), "cache-a");
+    }
+    assert_eq!(
+        b.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection for 50 requests"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_reuse_a_bounded_set_of_connections() {
+    let b = counting_backend("cache-a").await;
+    let p = Arc::new(start_proxy(&config_addrs("", "", &[("cache-a", b.addr)])).await);
+    const CLIENTS: usize = 8;
+    const EACH: usize = 40;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each client its own connection to the proxy, so the requests really overlap.
+            let http = Http::new();
+            for i in 0..EACH {
+                let key = format!("user-{c}-{i}");
+                let r = http.get(&p.url("/"), &[("x-user-id", &key)]).await;
+                assert_eq!(r.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let accepted = b.accepted.load(Ordering::SeqCst);
+    // At most one connection per request in flight, give or take the few returned to the
+    // pool a moment after their response; never one per request.
+    assert!(
+        (1..=2 * CLIENTS).contains(&accepted),
+        "{accepted} backend connections for {} requests",
+        CLIENTS * EACH
+    );
+}
+
+#[tokio::test]
+async fn connection_closed_by_the_backend_is_replaced_without_an_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    closing_backend(listener, Duration::from_millis(20), accepted.clone());
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
+    for round in 1..=5 {
+        let r = p.get_key("/", "user-1").await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        assert_eq!(r.text(), "closer\n");
+        // Past the backend's linger: the pooled connection is closed by now.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn get_on_a_connection_closed_as_it_is_reused_is_resent() {
+    // The backend closes right after answering, so the next request usually meets a pooled
+    // connection that is closing: either noticed before sending, or failing as it is sent.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    closing_backend(listener, Duration::ZERO, accepted.clone());
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
+    for i in 0..200 {
+        let r = p.get_key("/", "user-1").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let state = p.backend_state("closer").await;
+    assert_eq!(state["state"], "healthy", "{state}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let b = counting_backend("cache-a").await;
+    let p = start_proxy(&config_addrs(
+        "upstream_idle_timeout = \"200ms\"",
+        "",
+        &[("cache-a", b.addr)],
+    ))
+    .await;
+    assert_eq!(p.get_key("/", "user-1").await.status, 200);
+    assert_eq!(
+        b.open.load(Ordering::SeqCst),
+        1,
+        "kept alive after the response"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "idle connection still open after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Closed by the proxy, and a new request simply opens a new one.
+    assert_eq!(p.get_key("/", "user-1").await.status, 200);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn http10_request_without_host_gets_the_backend_as_host() {
+    let b = start_backend("cache-a").await;
+    let p = start_proxy(&config_with("", &[&b])).await;
+    let r = raw_request(
+        p.proxy,
+        "GET /headers HTTP/1.0\r\nx-user-id: user-1\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(seen["host"][0], b.addr.to_string(), "{seen}");
+}
