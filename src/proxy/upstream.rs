@@ -36,7 +36,8 @@ pub struct Upstream {
 }
 
 struct Pool {
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    /// Keyed by address. foldhash: SipHash of the key was a measurable part of each request.
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>, foldhash::fast::RandomState>>,
     connect_timeout: Duration,
     /// Idle connections older than this are closed.
     idle_timeout: Duration,
@@ -96,7 +97,7 @@ impl Upstream {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
         Upstream {
             pool: Arc::new(Pool {
-                idle: Mutex::new(HashMap::new()),
+                idle: Mutex::new(HashMap::default()),
                 connect_timeout,
                 idle_timeout,
                 sweeping: false.into(),
@@ -128,7 +129,9 @@ impl Upstream {
                 },
             }
         }
-        let mut sender = self.connect(address).await?;
+        // Boxed: the connect future is large and rarely needed; inline it would be moved
+        // around with every request's future.
+        let mut sender = Box::pin(self.connect(address)).await?;
         match sender.send_request(req).await {
             Ok(res) => Ok(self.lease(res, sender, address)),
             Err(e) => Err(UpstreamError::Exchange(e)),
@@ -189,12 +192,12 @@ impl Pool {
     fn take(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(address)?;
-        let now = Instant::now();
+        // Expiry is the sweeper's job; here only closed connections are dropped.
         let mut i = list.len();
         while i > 0 {
             i -= 1;
             let entry = &list[i];
-            if entry.sender.is_closed() || now.duration_since(entry.since) > self.idle_timeout {
+            if entry.sender.is_closed() {
                 list.remove(i);
             } else if entry.sender.is_ready() {
                 return Some(list.remove(i).sender);
