@@ -10,11 +10,6 @@ use ringproxy::server::Server;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-// The request path makes many small, short-lived allocations on each worker thread; mimalloc's
-// thread-local free lists serve them with less CPU than glibc's arenas.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ringproxy",
