@@ -12,6 +12,10 @@
 # alternates direction) and the table shows the median over the rounds. Knobs (environment):
 #   ROUNDS=5 DURATION=5s THREADS=2 CONNS=64 KEYSPACE=1000000 WARMUP=2s
 #   RINGPROXY_BIN=path   use this binary instead of `cargo build --release --bin ringproxy`
+#   RINGPROXY_BIN_B=path also run this second ringproxy binary as target "ringproxy-b" (A/B of
+#                        two builds, same config, same rounds)
+#   TARGETS="ringproxy ringproxy-b"   measure only these (of direct ringproxy ringproxy-b nginx
+#                        haproxy); nginx and HAProxy are still started for the sanity check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
 
@@ -50,6 +54,8 @@ else
     BIN="$ROOT/target/release/ringproxy"
 fi
 [[ -x $BIN ]] || die "no ringproxy binary at $BIN"
+BIN_B=${RINGPROXY_BIN_B:-}
+[[ -z $BIN_B || -x $BIN_B ]] || die "no ringproxy binary at $BIN_B"
 
 # ---- temp dir, process bookkeeping, cleanup ---------------------------------------------------
 
@@ -108,7 +114,7 @@ pick_port() { # sets the variable named $1 (no subshell, so TAKEN and RANDOM adv
     die "no free port found"
 }
 
-for v in B0 B1 B2 B3 RP_PORT RP_ADMIN NG_PORT HA_PORT; do
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT; do
     pick_port "$v"
 done
 
@@ -120,6 +126,8 @@ render nginx-backends.conf.in "" "$DIR/backends.conf"
 render nginx-proxy.conf.in "$NG_PORT" "$DIR/nginx-proxy.conf"
 render haproxy.cfg.in "$HA_PORT" "$DIR/haproxy.cfg"
 render ringproxy.toml.in "$RP_PORT" "$DIR/ringproxy.toml"
+render ringproxy.toml.in "$RPB_PORT" "$DIR/ringproxy-b.toml"
+sed -i "s|:$RP_ADMIN\"|:$RPB_ADMIN\"|" "$DIR/ringproxy-b.toml"
 
 # ---- start everything -------------------------------------------------------------------------
 
@@ -131,6 +139,12 @@ PIDS+=("$PID_BACKENDS")
 RUST_LOG=warn "$BIN" --config "$DIR/ringproxy.toml" 2>>"$DIR/ringproxy.log" &
 PID_RINGPROXY=$!
 PIDS+=("$PID_RINGPROXY")
+
+if [[ -n $BIN_B ]]; then
+    RUST_LOG=warn "$BIN_B" --config "$DIR/ringproxy-b.toml" 2>>"$DIR/ringproxy-b.log" &
+    PID_RINGPROXY_B=$!
+    PIDS+=("$PID_RINGPROXY_B")
+fi
 
 nginx -p "$DIR" -e "$DIR/nginx-proxy.error.log" -c "$DIR/nginx-proxy.conf" -g 'daemon off;' \
     2>>"$DIR/nginx-proxy.stderr" &
@@ -148,9 +162,18 @@ declare -A URL=(
     [haproxy]="http://127.0.0.1:$HA_PORT/"
 )
 declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
-TARGETS=(direct ringproxy nginx haproxy)
-
+ALL=(direct ringproxy nginx haproxy)
+if [[ -n $BIN_B ]]; then
+    URL[ringproxy-b]="http://127.0.0.1:$RPB_PORT/"
+    PID_OF[ringproxy-b]=$PID_RINGPROXY_B
+    ALL=(direct ringproxy ringproxy-b nginx haproxy)
+fi
+read -r -a TARGETS <<<"${TARGETS:-${ALL[*]}}"
 for t in "${TARGETS[@]}"; do
+    [[ -n ${URL[$t]:-} ]] || die "unknown target '$t' (have: ${ALL[*]})"
+done
+
+for t in "${ALL[@]}"; do
     ok=0
     for _ in $(seq 100); do
         kill -0 "${PID_OF[$t]}" 2>/dev/null || break
@@ -169,7 +192,7 @@ log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, nginx $NG_POR
 
 # ---- sanity: every proxy routes by key --------------------------------------------------------
 
-for t in ringproxy nginx haproxy; do
+for t in "${ALL[@]:1}"; do
     declare -A seen=()
     for k in $(seq 1 40); do
         a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
@@ -305,10 +328,9 @@ for t in "${TARGETS[@]}"; do
     USR[$t]=$(median 9 "$t")
     SYS[$t]=$(median 10 "$t")
 done
-RSS[direct]=$(peak_rss_kib "$PID_BACKENDS")
-RSS[ringproxy]=$(peak_rss_kib "$PID_RINGPROXY")
-RSS[nginx]=$(peak_rss_kib "$PID_NGINX")
-RSS[haproxy]=$(peak_rss_kib "$PID_HAPROXY")
+for t in "${TARGETS[@]}"; do
+    RSS[$t]=$(peak_rss_kib "${PID_OF[$t]}")
+done
 BACKEND_CPU=$(awk -F'\t' '$1 != "direct" { s += $6; n++ } END { if (n) printf "%.2f", s / n }' "$RESULTS")
 
 echo "## Proxy comparison: $ROUNDS interleaved rounds of wrk -t$THREADS -c$CONNS -d$DURATION --latency, random x-user-id from $KEYSPACE keys"
@@ -322,6 +344,8 @@ for t in "${TARGETS[@]}"; do
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
 echo
+has() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+if has ringproxy && has nginx && has haproxy && has direct; then
 awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d="${RPS[direct]}" \
     -v prp="${P99[ringproxy]}" -v png="${P99[nginx]}" -v pha="${P99[haproxy]}" 'BEGIN {
     printf "- throughput ringproxy/nginx = %.3f (target >= 1.15: %s)\n", rp / ng, (rp / ng >= 1.15 ? "met" : "missed")
@@ -329,10 +353,18 @@ awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d
     printf "- p99 ringproxy %.2f ms vs nginx %.2f ms, HAProxy %.2f ms (target <= both: %s)\n", prp, png, pha, (prp <= png && prp <= pha ? "met" : "missed")
     printf "- ceiling: ringproxy reaches %.1f%% of direct-to-backend req/s (nginx %.1f%%, HAProxy %.1f%%)\n", 100 * rp / d, 100 * ng / d, 100 * ha / d
 }'
+fi
+if has ringproxy && has ringproxy-b; then
+    awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-b]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-b]}" \
+        -v pa="$BIN" -v pb="$BIN_B" 'BEGIN {
+        printf "- A/B: ringproxy-b/ringproxy throughput = %.3f, CPU per request = %.3f (ringproxy = %s, ringproxy-b = %s)\n", b / a, ub / ua, pa, pb
+    }'
+fi
 echo "- backends' CPU during proxied runs: $BACKEND_CPU cores on average; wrk, the backends and the proxy share the machine's $(nproc) cores"
 echo "- proxy CPU: user+system time of the proxy's processes during its runs (medians over rounds); µs/req is the"
 echo "  CPU cost per request, which depends less on what else the machine is doing than req/s does. Direct row: the backends."
-echo "- peak RSS: VmHWM of the process (nginx: master + workers summed; direct row: the backends' nginx)"
+echo "- peak RSS: VmHWM of the process over the whole run, warm-up and sanity checks included (nginx: master +"
+echo "  workers summed; direct row: the backends' nginx)"
 echo
 echo "Per-round results (target, round, req/s, p99 ms, proxy cores, backend cores, errors, proxy CPU µs/req, user, sys):"
 echo

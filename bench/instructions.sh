@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind: repeatable where req/s on a
+# shared machine is not. One proxy at a time runs under valgrind, single-threaded (ringproxy
+# `workers = 1`, nginx `master_process off` with one worker, HAProxy `nbthread 1`), in front of
+# the same four nginx backends as compare.sh, driven by `wrk -t1 -c8` with random keys.
+#
+#   apt-get install -y nginx haproxy wrk curl valgrind    # once
+#   bench/instructions.sh [ringproxy|nginx|haproxy ...]   # default: all three
+#
+# Knobs: DURATION=8s, RINGPROXY_BIN=path (else `cargo build --release --bin ringproxy`),
+# KEEP=1 keeps the temp dir with the callgrind profiles (`callgrind_annotate DIR/NAME.out`).
+# Startup is included in the count; over ~10k requests it adds well under 1 %.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+DURATION=${DURATION:-8s}
+export KEYSPACE=${KEYSPACE:-1000000}
+PROXIES=("$@")
+((${#PROXIES[@]})) || PROXIES=(ringproxy nginx haproxy)
+
+for tool in nginx haproxy wrk curl valgrind callgrind_annotate; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        echo "instructions: missing $tool; install with: sudo apt-get install -y nginx haproxy wrk curl valgrind" >&2
+        exit 1
+    }
+done
+if [[ " ${PROXIES[*]} " == *" ringproxy "* ]]; then
+    if [[ -z ${RINGPROXY_BIN:-} ]]; then
+        (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
+        RINGPROXY_BIN="$ROOT/target/release/ringproxy"
+    fi
+fi
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-instructions.XXXXXX")
+mkdir -p "$DIR/tmp"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [[ ${KEEP:-0} == 1 ]] && echo "instructions: kept $DIR" >&2 || rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# Fixed ports from a random base below the ephemeral range; startup fails loudly if taken.
+BASE=$((20000 + RANDOM % 8000))
+B0=$BASE B1=$((BASE + 1)) B2=$((BASE + 2)) B3=$((BASE + 3)) PORT=$((BASE + 4)) ADMIN=$((BASE + 5))
+render() {
+    sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
+        -e "s|@B3@|$B3|g" -e "s|@PORT@|$PORT|g" -e "s|@ADMIN@|$ADMIN|g" "$HERE/$1"
+}
+render nginx-backends.conf.in >"$DIR/backends.conf"
+nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' 2>>"$DIR/backends.stderr" &
+PIDS+=($!)
+
+echo "| proxy | requests | instructions | instructions per request |"
+echo "|---|---|---|---|"
+for p in "${PROXIES[@]}"; do
+    out="$DIR/$p.out"
+    case $p in
+    ringproxy)
+        render ringproxy.toml.in | sed 's/^\[proxy\]/[proxy]\nworkers = 1/' >"$DIR/ringproxy.toml"
+        RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+            "$RINGPROXY_BIN" --config "$DIR/ringproxy.toml" 2>"$DIR/$p.log" &
+        ;;
+    nginx)
+        render nginx-proxy.conf.in >"$DIR/nginx-proxy.conf"
+        valgrind --tool=callgrind --callgrind-out-file="$out" nginx -p "$DIR" -e "$DIR/nginx.error.log" \
+            -c "$DIR/nginx-proxy.conf" -g 'daemon off; master_process off;' 2>"$DIR/$p.log" &
+        ;;
+    haproxy)
+        render haproxy.cfg.in | sed 's/^\( *\)nbthread .*/\1nbthread 1/' >"$DIR/haproxy.cfg"
+        valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
+        ;;
+    *)
+        echo "instructions: unknown proxy '$p'" >&2
+        exit 1
+        ;;
+    esac
+    pid=$!
+    up=0
+    for _ in $(seq 150); do
+        if curl -fsS -m 2 -o /dev/null -H 'x-user-id: ping' "http://127.0.0.1:$PORT/" 2>/dev/null; then
+            up=1
+            break
+        fi
+        sleep 0.2
+    done
+    ((up)) || {
+        tail -n 20 "$DIR/$p.log" >&2
+        exit 1
+    }
+    requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+    # Each stops cleanly on its own signal; callgrind writes its profile when the process exits.
+    if [[ $p == haproxy ]]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    total=$(callgrind_annotate "$out"* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    [[ -n $total && ${requests:-0} -gt 0 ]] || {
+        echo "instructions: no profile or no requests for $p (see $DIR/$p.log; KEEP=1 keeps it)" >&2
+        exit 1
+    }
+    awk -v p="$p" -v n="$requests" -v t="$total" 'BEGIN { printf "| %s | %d | %d | %.0f |\n", p, n, t, t / n }'
+done
