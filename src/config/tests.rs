@@ -46,6 +46,10 @@ fn each_mistake_names_its_field() {
             "proxy.connect_timeout",
         ),
         (
+            "[proxy]\nupstream_idle_timeout = \"0s\"\n",
+            "proxy.upstream_idle_timeout: must be greater than zero",
+        ),
+        (
             "[proxy]\nrequest_timeout = \"0s\"\n",
             "proxy.request_timeout: must be greater than zero",
         ),

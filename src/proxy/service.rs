@@ -145,6 +145,9 @@ impl Proxy {
                     return Ok(self.downstream_response(res, backend));
                 }
                 Err((failure, error)) => {
+                    if failure == Failure::Stale {
+                        tracing::warn!(backend = %backend.id, error = %error, "upstream request failed on a reused connection the backend closed");
+                    }
                     self.metrics.upstream_error(&backend.id, &error);
                     let unsent = matches!(failure, Failure::Connect | Failure::ConnectTimeout);
                     if unsent {
@@ -204,8 +207,13 @@ impl Proxy {
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => {
                 let reason = upstream::describe(&e);
-                tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
                 let failure = e.failure();
+                if failure == Failure::Stale {
+                    // Usually resent at once; `forward` warns if it is not.
+                    tracing::debug!(backend = %backend.id, address = %backend.address, error = %reason, "reused upstream connection closed under the request");
+                } else {
+                    tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
+                }
                 Err((
                     failure,
                     match failure {
