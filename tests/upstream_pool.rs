@@ -213,3 +213,37 @@ async fn http10_request_without_host_gets_the_backend_as_host() {
     let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(seen["host"][0], b.addr.to_string(), "{seen}");
 }
+
+#[tokio::test]
+async fn response_abandoned_by_the_client_is_not_pooled_half_read() {
+    let b = counting_backend("cache-a").await;
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("cache-a", b.addr)])).await;
+    // Start a 10 MiB download, read a little of it, hang up.
+    let mut client = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
+    client
+        .write_all(b"GET /big/10485760 HTTP/1.1\r\nhost: x\r\nx-user-id: user-1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0;
+    while got < 64 * 1024 {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "proxy closed early");
+        got += n;
+    }
+    drop(client);
+
+    // The backend connection carrying the rest of that body must not serve the next request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "abandoned upstream connection still open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = p.get_key("/", "user-1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "cache-a");
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
+}
