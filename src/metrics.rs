@@ -72,6 +72,8 @@ pub struct Metrics {
     ejections: Family<BackendLabels, Counter>,
     backend_state: Family<StateLabels, Gauge>,
     worker_connections: Family<WorkerLabels, Gauge>,
+    upstream_opened: Family<BackendLabels, Counter>,
+    upstream_idle: Gauge,
     ring_version: Gauge<u64, AtomicU64>,
     ring_backends: Gauge,
 }
@@ -92,6 +94,8 @@ impl Metrics {
         let ejections = Family::<BackendLabels, Counter>::default();
         let backend_state = Family::<StateLabels, Gauge>::default();
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
+        let upstream_opened = Family::<BackendLabels, Counter>::default();
+        let upstream_idle = Gauge::default();
         let ring_version = Gauge::<u64, AtomicU64>::default();
         let ring_backends = Gauge::default();
         registry.register(
@@ -130,6 +134,16 @@ impl Metrics {
             worker_connections.clone(),
         );
         registry.register(
+            "upstream_connections_opened",
+            "Connections opened to backends; few per backend when keep-alive works",
+            upstream_opened.clone(),
+        );
+        registry.register(
+            "upstream_idle_connections",
+            "Idle keep-alive connections to backends held in the workers' pools",
+            upstream_idle.clone(),
+        );
+        registry.register(
             "ring_version",
             "Version of the current ring snapshot",
             ring_version.clone(),
@@ -148,6 +162,8 @@ impl Metrics {
             ejections,
             backend_state,
             worker_connections,
+            upstream_opened,
+            upstream_idle,
             ring_version,
             ring_backends,
         }
@@ -202,6 +218,19 @@ impl Metrics {
     }
 
     /// The open-connections gauge of proxy worker `index`.
+    pub fn upstream_opened(&self, backend: &Arc<str>) {
+        self.upstream_opened
+            .get_or_create(&BackendLabels {
+                backend: backend.clone(),
+            })
+            .inc();
+    }
+
+    /// The idle-connection gauge every worker's pool adds to.
+    pub fn upstream_idle(&self) -> Gauge {
+        self.upstream_idle.clone()
+    }
+
     pub fn worker_connections(&self, index: usize) -> Gauge {
         let worker = u32::try_from(index).unwrap_or(u32::MAX);
         self.worker_connections

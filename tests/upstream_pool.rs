@@ -103,6 +103,23 @@ async fn sequential_requests_share_one_backend_connection() {
         1,
         "one connection for 50 requests"
     );
+
+    let metrics = p.admin(http::Method::GET, "/metrics", "").await.text();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("ringproxy_upstream_connections_opened_total{"),
+        "ringproxy_upstream_connections_opened_total{backend=\"cache-a\"} 1"
+    );
+    assert_eq!(
+        line("ringproxy_upstream_idle_connections "),
+        "ringproxy_upstream_idle_connections 1"
+    );
 }
 
 #[tokio::test]
@@ -195,6 +212,11 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let idle = p.admin(http::Method::GET, "/metrics", "").await.text();
+    assert!(
+        idle.contains("\nringproxy_upstream_idle_connections 0\n"),
+        "{idle}"
+    );
     // Closed by the proxy, and a new request simply opens a new one.
     assert_eq!(p.get_key("/", "user-1").await.status, 200);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2);

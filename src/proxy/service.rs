@@ -52,7 +52,11 @@ impl Proxy {
         health: HealthConfig,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let client = Upstream::new(config.connect_timeout, config.upstream_idle_timeout);
+        let client = Upstream::new(
+            config.connect_timeout,
+            config.upstream_idle_timeout,
+            metrics.upstream_idle(),
+        );
         Proxy {
             cluster,
             affinity,
@@ -75,6 +79,7 @@ impl Proxy {
             client: Upstream::new(
                 self.config.connect_timeout,
                 self.config.upstream_idle_timeout,
+                self.metrics.upstream_idle(),
             ),
             metrics: self.metrics.clone(),
         }
@@ -200,7 +205,9 @@ impl Proxy {
         let id = || backend.id.to_string();
         match tokio::time::timeout(
             self.config.request_timeout,
-            self.client.send(&backend.address, req),
+            self.client.send(&backend.address, req, || {
+                self.metrics.upstream_opened(&backend.id)
+            }),
         )
         .await
         {

@@ -20,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
@@ -41,6 +42,8 @@ struct Pool {
     connect_timeout: Duration,
     /// Idle connections older than this are closed.
     idle_timeout: Duration,
+    /// Idle connections, summed over every worker's pool.
+    idle_gauge: Gauge,
     /// Set once the task that closes expired idle connections runs.
     sweeping: std::sync::atomic::AtomicBool,
 }
@@ -94,22 +97,25 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, idle_gauge: Gauge) -> Upstream {
         Upstream {
             pool: Arc::new(Pool {
                 idle: Mutex::new(HashMap::default()),
                 connect_timeout,
                 idle_timeout,
+                idle_gauge,
                 sweeping: false.into(),
             }),
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to the backend at `address`.
+    /// Sends `req` (origin-form URI, `Host` set) to the backend at `address`; `opened` is
+    /// called when that takes a new connection.
     pub async fn send(
         &self,
         address: &Arc<str>,
         mut req: Request<UpstreamBody>,
+        opened: impl FnOnce(),
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         while let Some(mut sender) = self.pool.take(address) {
             match sender.try_send_request(req).await {
@@ -132,6 +138,7 @@ impl Upstream {
         // Boxed: the connect future is large and rarely needed; inline it would be moved
         // around with every request's future.
         let mut sender = Box::pin(self.connect(address)).await?;
+        opened();
         match sender.send_request(req).await {
             Ok(res) => Ok(self.lease(res, sender, address)),
             Err(e) => Err(UpstreamError::Exchange(e)),
@@ -192,6 +199,13 @@ impl Pool {
     fn take(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(address)?;
+        let before = list.len();
+        let taken = self.take_from(list);
+        self.idle_gauge.dec_by((before - list.len()) as i64);
+        taken
+    }
+
+    fn take_from(&self, list: &mut Vec<Idle>) -> Option<SendRequest<UpstreamBody>> {
         // Expiry is the sweeper's job; here only closed connections are dropped.
         let mut i = list.len();
         while i > 0 {
@@ -218,6 +232,7 @@ impl Pool {
                 sender,
                 since: Instant::now(),
             });
+            self.idle_gauge.inc();
         }
         drop(idle);
         self.start_sweeping();
@@ -243,10 +258,14 @@ impl Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let now = Instant::now();
                 let limit = pool.idle_timeout;
+                let mut closed = 0;
                 lock(&pool.idle).retain(|_, list| {
+                    let before = list.len();
                     list.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) <= limit);
+                    closed += before - list.len();
                     !list.is_empty()
                 });
+                pool.idle_gauge.dec_by(closed as i64);
             }
         });
     }
@@ -271,6 +290,13 @@ fn closed_under_us(e: &hyper::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let left: usize = lock(&self.idle).values().map(Vec::len).sum();
+        self.idle_gauge.dec_by(left as i64);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
