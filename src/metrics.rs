@@ -217,7 +217,6 @@ impl Metrics {
         self.ejections.get_or_create(&labels).inc();
     }
 
-    /// The open-connections gauge of proxy worker `index`.
     pub fn upstream_opened(&self, backend: &Arc<str>) {
         self.upstream_opened
             .get_or_create(&BackendLabels {
@@ -231,6 +230,7 @@ impl Metrics {
         self.upstream_idle.clone()
     }
 
+    /// The open-connections gauge of proxy worker `index`.
     pub fn worker_connections(&self, index: usize) -> Gauge {
         let worker = u32::try_from(index).unwrap_or(u32::MAX);
         self.worker_connections

@@ -132,10 +132,13 @@ impl Proxy {
             }
             attempts += 1;
             let mut sent = self.send(&head, attempt_body, backend).await;
-            if matches!(sent, Err((Failure::Stale, _))) && is_idempotent(&head.method) {
+            if matches!(sent, Err((Failure::Stale, _)))
+                && is_idempotent(&head.method)
+                && body.replayable()
+            {
                 // Resent once, like a request that never left: the backend closed an idle
                 // connection as it went out, which says nothing about the backend's health.
-                if let Some(again) = body.attempt().filter(|_| body.replayable()) {
+                if let Some(again) = body.attempt() {
                     sent = self.send(&head, again, backend).await;
                 }
             }

@@ -200,25 +200,9 @@ impl Pool {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(address)?;
         let before = list.len();
-        let taken = self.take_from(list);
+        let taken = newest_ready(list);
         self.idle_gauge.dec_by((before - list.len()) as i64);
         taken
-    }
-
-    fn take_from(&self, list: &mut Vec<Idle>) -> Option<SendRequest<UpstreamBody>> {
-        // Expiry is the sweeper's job; here only closed connections are dropped.
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let entry = &list[i];
-            if entry.sender.is_closed() {
-                list.remove(i);
-            } else if entry.sender.is_ready() {
-                return Some(list.remove(i).sender);
-            }
-            // Not ready yet: still finishing the exchange it was returned after. Leave it.
-        }
-        None
     }
 
     fn put(self: &Arc<Pool>, address: Arc<str>, sender: SendRequest<UpstreamBody>) {
@@ -271,6 +255,23 @@ impl Pool {
     }
 }
 
+/// Removes and returns the newest connection in `list` that can take a request now, dropping
+/// closed ones on the way. Expiry is the sweeper's job.
+fn newest_ready(list: &mut Vec<Idle>) -> Option<SendRequest<UpstreamBody>> {
+    let mut i = list.len();
+    while i > 0 {
+        i -= 1;
+        let entry = &list[i];
+        if entry.sender.is_closed() {
+            list.remove(i);
+        } else if entry.sender.is_ready() {
+            return Some(list.remove(i).sender);
+        }
+        // Not ready yet: still finishing the exchange it was returned after. Leave it.
+    }
+    None
+}
+
 /// Did the connection end (EOF or reset) before any response? On a reused connection that
 /// is the backend closing it as idle while our request was on its way.
 fn closed_under_us(e: &hyper::Error) -> bool {
@@ -320,9 +321,13 @@ pub struct ResponseBody {
 impl ResponseBody {
     fn release_if_done(&mut self) {
         if self.body.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.pool.put(lease.address, lease.sender);
-            }
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.pool.put(lease.address, lease.sender);
         }
     }
 }
@@ -339,11 +344,7 @@ impl Body for ResponseBody {
         match &frame {
             // The server may stop polling once `is_end_stream` says so: release now.
             Some(Ok(_)) => self.release_if_done(),
-            None => {
-                if let Some(lease) = self.lease.take() {
-                    lease.pool.put(lease.address, lease.sender);
-                }
-            }
+            None => self.release(),
             Some(Err(_)) => self.lease = None,
         }
         Poll::Ready(frame)
