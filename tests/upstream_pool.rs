@@ -24,6 +24,17 @@ struct Counting {
     task: JoinHandle<()>,
 }
 
+impl Counting {
+    /// Waits (bounded) until no connection to this backend is open; `what` names the failure.
+    async fn wait_all_closed(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.open.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 impl Drop for Counting {
     fn drop(&mut self) {
         self.task.abort();
@@ -64,13 +75,18 @@ async fn counting_backend(name: &'static str) -> Counting {
 
 /// A backend that answers one request per connection, keep-alive in its headers, and then
 /// closes the connection after `linger`: the way a backend's idle timeout looks to a proxy.
-fn closing_backend(listener: TcpListener, linger: Duration, accepted: Arc<AtomicUsize>) {
+/// Returns its address and the count of connections it accepted.
+async fn closing_backend(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
-            accepted.fetch_add(1, Ordering::SeqCst);
+            counter.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -87,6 +103,7 @@ fn closing_backend(listener: TcpListener, linger: Duration, accepted: Arc<Atomic
             });
         }
     });
+    (addr, accepted)
 }
 
 #[tokio::test]
@@ -156,10 +173,7 @@ async fn concurrent_requests_reuse_a_bounded_set_of_connections() {
 
 #[tokio::test]
 async fn connection_closed_by_the_backend_is_replaced_without_an_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    closing_backend(listener, Duration::from_millis(20), accepted.clone());
+    let (addr, accepted) = closing_backend(Duration::from_millis(20)).await;
     let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
     for round in 1..=5 {
         let r = p.get_key("/", "user-1").await;
@@ -175,10 +189,7 @@ async fn connection_closed_by_the_backend_is_replaced_without_an_error() {
 async fn get_on_a_connection_closed_as_it_is_reused_is_resent() {
     // The backend closes right after answering, so the next request usually meets a pooled
     // connection that is closing: either noticed before sending, or failing as it is sent.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    closing_backend(listener, Duration::ZERO, accepted.clone());
+    let (addr, _accepted) = closing_backend(Duration::ZERO).await;
     let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
     for i in 0..200 {
         let r = p.get_key("/", "user-1").await;
@@ -204,14 +215,8 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
         "kept alive after the response"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.open.load(Ordering::SeqCst) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "idle connection still open after 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    b.wait_all_closed("idle connection still open after 5 s")
+        .await;
     let idle = p.admin(http::Method::GET, "/metrics", "").await.text();
     assert!(
         idle.contains("\nringproxy_upstream_idle_connections 0\n"),
@@ -256,14 +261,8 @@ async fn response_abandoned_by_the_client_is_not_pooled_half_read() {
     drop(client);
 
     // The backend connection carrying the rest of that body must not serve the next request.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b.open.load(Ordering::SeqCst) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "abandoned upstream connection still open"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    b.wait_all_closed("abandoned upstream connection still open after 5 s")
+        .await;
     let r = p.get_key("/", "user-1").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "cache-a");
