@@ -88,31 +88,8 @@ trap 'exit 130' INT TERM
 
 # ---- free ports -------------------------------------------------------------------------------
 
-# True when no TCP socket uses local port $1 (checked in /proc, so no extra tools are needed).
-port_free() {
-    local hex
-    hex=$(printf '%04X' "$1")
-    ! grep -qE "^ *[0-9]+: [0-9A-F]+:${hex} " /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-# Picks free ports below the kernel's ephemeral range, so no outgoing connection can hold them.
-read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LOW=32768
-PORT_LOW=$((EPHEMERAL_LOW > 20000 ? 20000 : 10000))
-PORT_SPAN=$((EPHEMERAL_LOW - PORT_LOW))
-((PORT_SPAN >= 1000)) || PORT_SPAN=10000
-TAKEN=" "
-pick_port() { # sets the variable named $1 (no subshell, so TAKEN and RANDOM advance)
-    local p
-    for _ in $(seq 500); do
-        p=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % PORT_SPAN))
-        if [[ $TAKEN != *" $p "* ]] && port_free "$p"; then
-            TAKEN+="$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
+# shellcheck source=ports.sh
+source "$HERE/ports.sh"
 
 for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT; do
     pick_port "$v"

@@ -43,9 +43,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Fixed ports from a random base below the ephemeral range; startup fails loudly if taken.
-BASE=$((20000 + RANDOM % 8000))
-B0=$BASE B1=$((BASE + 1)) B2=$((BASE + 2)) B3=$((BASE + 3)) PORT=$((BASE + 4)) ADMIN=$((BASE + 5))
+die() {
+    echo "instructions: error: $*" >&2
+    exit 1
+}
+# shellcheck source=ports.sh
+source "$HERE/ports.sh"
+for v in B0 B1 B2 B3 PORT ADMIN; do
+    pick_port "$v"
+done
 render() {
     sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
         -e "s|@B3@|$B3|g" -e "s|@PORT@|$PORT|g" -e "s|@ADMIN@|$ADMIN|g" "$HERE/$1"
