@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::health::now_ms;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::snapshot::{Backend, ChangeError, Cluster, Snapshot, Upsert};
 

@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use http::header::{HeaderName, COOKIE};
 use http::request::Parts;
@@ -35,41 +34,6 @@ pub enum OnMissing {
 pub struct AffinityConfig {
     pub sources: Vec<Source>,
     pub on_missing: OnMissing,
-}
-
-impl FromStr for Source {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Source, String> {
-        let (kind, name) = match s.split_once(':') {
-            Some((k, n)) => (k, Some(n)),
-            None => (s, None),
-        };
-        let need_name = |what: &str| match name {
-            Some(n) if !n.is_empty() => Ok(n.to_string()),
-            _ => Err(format!(
-                "{s:?}: {kind} needs a name, e.g. \"{kind}:{what}\""
-            )),
-        };
-        match kind {
-            "header" => {
-                let n = need_name("x-user-id")?;
-                HeaderName::from_bytes(n.as_bytes())
-                    .map(Source::Header)
-                    .map_err(|_| format!("{s:?}: {n:?} is not a valid header name"))
-            }
-            "cookie" => Ok(Source::Cookie(need_name("session")?)),
-            "query" => Ok(Source::Query(need_name("uid")?)),
-            "path" | "source_ip" if name.is_some() => {
-                Err(format!("{s:?}: {kind} takes no name; write \"{kind}\""))
-            }
-            "path" => Ok(Source::Path),
-            "source_ip" => Ok(Source::SourceIp),
-            _ => Err(format!(
-                "{s:?}: unknown source kind {kind:?}; use header:NAME, cookie:NAME, query:NAME, path or source_ip"
-            )),
-        }
-    }
 }
 
 impl fmt::Display for Source {
@@ -207,25 +171,5 @@ mod tests {
         let c = config(&["cookie:session"]);
         let p = parts("/", &[("cookie", "a=1"), ("cookie", "b=2; session=s3")]);
         assert_eq!(key(&c, &p).as_deref(), Some("s3"));
-    }
-
-    #[test]
-    fn bad_sources_are_rejected_with_a_reason() {
-        for bad in [
-            "header",
-            "header:",
-            "cookie:",
-            "query",
-            "path:x",
-            "ip",
-            "header:bad header",
-        ] {
-            let e = bad.parse::<Source>().unwrap_err();
-            assert!(e.contains(bad), "{e}");
-        }
-        assert_eq!(
-            "source_ip".parse::<Source>().unwrap().to_string(),
-            "source_ip"
-        );
     }
 }

@@ -1,32 +1,40 @@
 //! ringproxy: a consistent-hashing reverse proxy for stateful backends.
 //!
-//! The map, from the pure core outwards:
+//! The map, in layers from the pure core outwards. A module may import modules of its own layer
+//! or of the layers above it in this list, never one below it.
 //!
-//! - [`ring`]: the consistent-hash ring (no I/O, no clock): members → points → owner of a key,
-//!   and the distinct candidates clockwise for failover.
-//! - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP).
-//! - [`snapshot`]: the one immutable `Snapshot` (version, ring, backends) behind one `ArcSwap`,
-//!   and the serialized membership changes that replace it.
-//! - [`health`]: per-backend health shared across snapshots (passive ejection, active checks,
-//!   drain); it never rebuilds the ring.
-//! - [`hop`]: hop-by-hop header stripping.
-//! - [`proxy`]: the per-request path: key → snapshot → first usable candidate → forward.
-//! - [`admin`]: the admin API (join, leave, drain, route, ring, metrics).
-//! - [`metrics`]: Prometheus counters and gauges.
-//! - [`config`]: TOML → validated `Config`, every error naming its field.
-//! - [`server`]: listeners, proxy worker threads, graceful shutdown.
-//! - [`demo`]: `ringproxy demo`, in-process backends to try things with.
-//! - [`node`]: the JSON-lines node protocol of `ringproxy-node`, over the same ring.
+//! 1. Pure core, no I/O:
+//!    - [`ring`]: the consistent-hash ring (no I/O, no clock): members → points → owner of a
+//!      key, and the distinct candidates clockwise for failover.
+//!    - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP).
+//!    - [`hop`]: hop-by-hop header stripping; [`forwarded`]: the `X-Forwarded-*` headers added.
+//!    - [`clock`]: the process clock in milliseconds; [`sync`]: poison-tolerant locking.
+//! 2. [`config`]: TOML → validated `Config`, section by section, every error naming its field.
+//! 3. [`health`]: per-backend health shared across snapshots (passive ejection, active-check
+//!    results, drain); it never rebuilds the ring.
+//! 4. [`snapshot`]: the one immutable `Snapshot` (version, ring, backends) behind one `ArcSwap`,
+//!    and the serialized membership changes that replace it.
+//! 5. [`metrics`]: Prometheus counters and gauges; callers pass labels.
+//! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate → forward, over
+//!    the per-worker upstream pool; its error vocabulary maps every failure to a status.
+//! 7. [`admin`]: the admin API (join, leave, drain, route, ring, metrics).
+//! 8. [`server`]: listeners, proxy worker threads, active health checks, graceful shutdown.
+//! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
+//!    `ringproxy-node`, over the same ring), [`logging`] (both binaries' log set-up).
 
 pub mod admin;
 pub mod affinity;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod forwarded;
 pub mod health;
 pub mod hop;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod ring;
 pub mod server;
 pub mod snapshot;
+pub mod sync;

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ringproxy::config::Config;
 use ringproxy::server::Server;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +49,7 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    ringproxy::logging::init("info", matches!(cli.log_format, LogFormat::Json));
     match cli.command {
         None => with_config(cli.config, serve),
         Some(Command::Check) => with_config(cli.config, |c| {
@@ -75,9 +74,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Some(Command::Demo) => runtime_and(|shutdown| async move {
-            ringproxy::demo::run(shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            ringproxy::demo::run(shutdown).await?;
+            Ok(())
         }),
         Some(Command::Node) => match ringproxy::node::run_stdio() {
             Ok(()) => ExitCode::SUCCESS,
@@ -86,18 +84,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -153,8 +139,9 @@ fn print_summary(c: &Config) {
 
 fn serve(config: Config) -> ExitCode {
     runtime_and(|shutdown| async move {
-        let server = Server::bind(&config).await.map_err(|e| e.to_string())?;
-        server.run(shutdown).await.map_err(|e| e.to_string())
+        let server = Server::bind(&config).await?;
+        server.run(shutdown).await?;
+        Ok(())
     })
 }
 
@@ -162,7 +149,7 @@ fn serve(config: Config) -> ExitCode {
 fn runtime_and<F, Fut>(body: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     // Proxy traffic gets worker threads of its own (see `Server::run`); this runtime only
     // carries the admin API, health checks and signals.
@@ -182,8 +169,8 @@ where
         match body(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         }

@@ -3,13 +3,12 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::proxy::ProxyError;
 use crate::snapshot::Snapshot;
 
 // Backend labels are the snapshot's `Arc<str>` ids: counting a response clones a pointer
@@ -20,26 +19,10 @@ struct ResponseLabels {
     code: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum ErrorKind {
-    Connect,
-    Timeout,
-    Upstream,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     backend: Arc<str>,
-    kind: ErrorKind,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-enum RejectReason {
-    MissingKey,
-    NoBackends,
-    AllDown,
-    UpstreamFailed,
-    BadRequestBody,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,7 +43,7 @@ struct WorkerLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
-    reason: RejectReason,
+    reason: &'static str,
 }
 
 pub struct Metrics {
@@ -178,12 +161,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_error(&self, backend: &Arc<str>, e: &ProxyError) {
-        let kind = match e {
-            ProxyError::Connect { .. } => ErrorKind::Connect,
-            ProxyError::Timeout { .. } => ErrorKind::Timeout,
-            _ => ErrorKind::Upstream,
-        };
+    /// A request failed at `backend`; `kind` is the error's own label.
+    pub fn upstream_error(&self, backend: &Arc<str>, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&ErrorLabels {
                 backend: backend.clone(),
@@ -192,14 +171,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rejected(&self, e: &ProxyError) {
-        let reason = match e {
-            ProxyError::MissingKey(_) => RejectReason::MissingKey,
-            ProxyError::NoBackends => RejectReason::NoBackends,
-            ProxyError::AllDown { .. } => RejectReason::AllDown,
-            ProxyError::ClientBody(_) => RejectReason::BadRequestBody,
-            _ => RejectReason::UpstreamFailed,
-        };
+    /// A request answered without a backend's response; `reason` is the error's own label.
+    pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
@@ -244,7 +217,7 @@ impl Metrics {
         self.ring_backends.set(snapshot.backends.len() as i64);
         // Rebuilt from the snapshot so backends that left disappear from the output.
         self.backend_state.clear();
-        let now = crate::health::now_ms();
+        let now = crate::clock::now_ms();
         for b in &snapshot.backends {
             let state = b.health.state(now).as_str();
             self.backend_state

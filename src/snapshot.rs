@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::config::{validate_address, validate_id, BackendConfig};
+use crate::config::{validate_address, validate_id, validate_weight, BackendConfig};
 use crate::health::BackendHealth;
 use crate::ring::{Member, Ring, RingError};
+use crate::sync::lock;
 
 /// One backend as the proxy uses it.
 #[derive(Debug, Clone)]
@@ -165,7 +166,7 @@ impl Cluster {
         edit: impl FnOnce(&mut Vec<Backend>) -> Result<(T, bool), ChangeError>,
     ) -> Result<T, ChangeError> {
         // A poisoned lock only means a writer panicked; the snapshot itself is immutable and fine.
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.writer);
         let old = self.current.load_full();
         let mut list = old.backends.clone();
         let (result, changed) = edit(&mut list)?;
@@ -182,7 +183,7 @@ impl Cluster {
 fn backend(id: &str, address: &str, weight: i64) -> Result<Backend, ChangeError> {
     validate_id(id).map_err(ChangeError::InvalidId)?;
     validate_address(address).map_err(ChangeError::InvalidAddress)?;
-    let weight = crate::config::validate_weight(weight).map_err(ChangeError::InvalidWeight)?;
+    let weight = validate_weight(weight).map_err(ChangeError::InvalidWeight)?;
     let authority: Authority = address
         .parse()
         .map_err(|_| ChangeError::InvalidAddress(address.to_string()))?;

@@ -4,18 +4,10 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`). Exits 0 at EOF, 1 if stdin or
 //! stdout fails.
 
-use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
-
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .init();
+    ringproxy::logging::init("warn", false);
     match ringproxy::node::run_stdio() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,6 +1,9 @@
 //! Config validation: every mistake names its field.
 
+use std::time::Duration;
+
 use super::*;
+use crate::affinity::OnMissing;
 
 const BASE: &str = r#"
 [[backends]]
@@ -47,11 +50,11 @@ fn each_mistake_names_its_field() {
         ),
         (
             "[proxy]\nupstream_idle_timeout = \"0s\"\n",
-            "proxy.upstream_idle_timeout: must be greater than zero",
+            "proxy.upstream_idle_timeout: must be at least 1ms",
         ),
         (
             "[proxy]\nrequest_timeout = \"0s\"\n",
-            "proxy.request_timeout: must be greater than zero",
+            "proxy.request_timeout: must be at least 1ms",
         ),
         ("[proxy]\nworkers = 0\n", "proxy.workers: 0 is out of range"),
         (

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::sync::lock;
+
 /// Bodies up to this size are buffered when an idempotent request may be retried after sending.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 
@@ -61,10 +63,6 @@ impl RequestBody {
     pub fn replayable(&self) -> bool {
         !matches!(self, RequestBody::Streamed { .. })
     }
-}
-
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<Incoming>> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The body of one upstream attempt.

@@ -1,36 +1,142 @@
-//! Why the proxy could not forward a request, and the one place those reasons become statuses.
+//! Why the proxy could not forward a request: one vocabulary from the failed exchange to the
+//! status code. Each error knows its own status, whether it was a backend's failure, whether
+//! the request was sent, and its metric label, so no other layer classifies it again.
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use super::upstream::UpstreamError;
 use super::ProxyBody;
 
+/// A request the proxy answered itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// `on_missing = "reject"` and no source gave a key; names the sources tried.
     #[error("no affinity key: tried {0}")]
     MissingKey(String),
+    /// The ring is empty.
     #[error("no backends in the ring")]
     NoBackends,
+    /// Every candidate was down or draining.
     #[error("no usable backend: every candidate is down or draining ({skipped} skipped)")]
-    AllDown { skipped: usize },
+    AllDown {
+        /// Candidates skipped as unusable.
+        skipped: usize,
+    },
+    /// The client's body could not be read.
     #[error("cannot read the request body: {0}")]
     ClientBody(String),
+    /// No connection to the backend: the request was never sent.
     #[error("cannot connect to backend {backend}: {reason}")]
-    Connect { backend: String, reason: String },
+    Connect {
+        /// Backend id.
+        backend: String,
+        /// Why, with its causes.
+        reason: String,
+    },
+    /// The TCP connect timed out: the request was never sent.
+    #[error("connecting to backend {backend} timed out")]
+    ConnectTimeout {
+        /// Backend id.
+        backend: String,
+    },
+    /// No response headers within the request timeout.
     #[error("backend {backend} timed out")]
-    Timeout { backend: String },
+    Timeout {
+        /// Backend id.
+        backend: String,
+    },
+    /// The exchange failed after the request went out.
     #[error("backend {backend} failed: {reason}")]
-    Upstream { backend: String, reason: String },
+    Upstream {
+        /// Backend id.
+        backend: String,
+        /// Why, with its causes.
+        reason: String,
+    },
+    /// A reused keep-alive connection closed before any answer: the backend timed it out as
+    /// the request went out. Says nothing about the backend's health; idempotent requests are
+    /// resent once.
+    #[error("backend {backend} closed a reused connection before answering: {reason}")]
+    Stale {
+        /// Backend id.
+        backend: String,
+        /// Why, with its causes.
+        reason: String,
+    },
 }
 
 impl ProxyError {
+    /// Classifies a failed exchange with `backend`.
+    pub fn upstream(backend: &str, e: &UpstreamError) -> ProxyError {
+        let backend = backend.to_string();
+        let reason = super::upstream::describe(e);
+        match e {
+            UpstreamError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ProxyError::ConnectTimeout { backend }
+            }
+            UpstreamError::Connect(_) => ProxyError::Connect { backend, reason },
+            UpstreamError::ConnectTimeout => ProxyError::ConnectTimeout { backend },
+            UpstreamError::Exchange(_) => ProxyError::Upstream { backend, reason },
+            UpstreamError::Stale(_) => ProxyError::Stale { backend, reason },
+        }
+    }
+
+    /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoBackends | ProxyError::AllDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Stale { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ConnectTimeout { .. } | ProxyError::Timeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The backend this failure happened at, if it happened at one.
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            ProxyError::Connect { backend, .. }
+            | ProxyError::ConnectTimeout { backend }
+            | ProxyError::Timeout { backend }
+            | ProxyError::Upstream { backend, .. }
+            | ProxyError::Stale { backend, .. } => Some(backend),
+            _ => None,
+        }
+    }
+
+    /// Did the request certainly not reach the backend? Then any request may go to the next
+    /// candidate, and the failure counts against the backend's health.
+    pub fn unsent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+        )
+    }
+
+    /// The `kind` label of `ringproxy_upstream_errors_total{backend, kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect { .. } => "Connect",
+            ProxyError::ConnectTimeout { .. } | ProxyError::Timeout { .. } => "Timeout",
+            ProxyError::Upstream { .. } | ProxyError::Stale { .. } => "Upstream",
+            _ => "None",
+        }
+    }
+
+    /// The `reason` label of `ringproxy_rejected_total{reason}`: why the client got this
+    /// answer instead of a backend's.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::MissingKey(_) => "MissingKey",
+            ProxyError::NoBackends => "NoBackends",
+            ProxyError::AllDown { .. } => "AllDown",
+            ProxyError::ClientBody(_) => "BadRequestBody",
+            _ => "UpstreamFailed",
         }
     }
 

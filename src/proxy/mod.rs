@@ -10,9 +10,10 @@ mod error;
 mod service;
 mod upstream;
 
+pub use body::UpstreamBody;
 pub use error::ProxyError;
 pub use service::Proxy;
-pub use upstream::Upstream;
+pub use upstream::{connect, describe, Upstream, UpstreamError};
 
 /// Response bodies: either the backend's streamed body or one of ours. An enum rather than a
 /// boxed trait object, so relaying a response allocates nothing for its body.

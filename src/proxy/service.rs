@@ -1,7 +1,6 @@
 //! The per-request path: key → snapshot → first usable candidate → forward, failing over.
 
-use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue, HOST};
@@ -13,18 +12,17 @@ use hyper::body::Incoming;
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
-use super::upstream::{self, Failure, ResponseBody, Upstream};
+use super::upstream::{ResponseBody, Upstream};
 use super::ProxyBody;
 use crate::affinity::{AffinityConfig, OnMissing};
-use crate::config::ProxyConfig;
-use crate::health::{now_ms, HealthConfig};
-use crate::hop;
+use crate::clock::now_ms;
+use crate::config::{HealthConfig, ProxyConfig};
+use crate::health::Transition;
 use crate::metrics::Metrics;
 use crate::ring::hash_key;
 use crate::snapshot::{Backend, Cluster};
+use crate::{forwarded, hop};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-backend");
 
 /// Shared by every connection of the proxy listener.
@@ -33,7 +31,8 @@ pub struct Proxy {
     affinity: AffinityConfig,
     config: ProxyConfig,
     health: HealthConfig,
-    client: Upstream,
+    /// This worker's connections to the backends.
+    pool: Upstream,
     metrics: Arc<Metrics>,
 }
 
@@ -45,6 +44,7 @@ struct Head {
 }
 
 impl Proxy {
+    /// A proxy with its own upstream pool; [`Proxy::with_own_pool`] makes one per worker.
     pub fn new(
         cluster: Arc<Cluster>,
         affinity: AffinityConfig,
@@ -52,7 +52,7 @@ impl Proxy {
         health: HealthConfig,
         metrics: Arc<Metrics>,
     ) -> Proxy {
-        let client = Upstream::new(
+        let pool = Upstream::new(
             config.connect_timeout,
             config.upstream_idle_timeout,
             metrics.upstream_idle(),
@@ -62,7 +62,7 @@ impl Proxy {
             affinity,
             config,
             health,
-            client,
+            pool,
             metrics,
         }
     }
@@ -71,25 +71,21 @@ impl Proxy {
     /// connections are driven by tasks on the thread that opened them, so sharing a pool would
     /// hand requests across threads.
     pub fn with_own_pool(&self) -> Proxy {
-        Proxy {
-            cluster: self.cluster.clone(),
-            affinity: self.affinity.clone(),
-            config: self.config.clone(),
-            health: self.health.clone(),
-            client: Upstream::new(
-                self.config.connect_timeout,
-                self.config.upstream_idle_timeout,
-                self.metrics.upstream_idle(),
-            ),
-            metrics: self.metrics.clone(),
-        }
+        Proxy::new(
+            self.cluster.clone(),
+            self.affinity.clone(),
+            self.config.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+        )
     }
 
+    /// Routes and forwards one request; every failure becomes the client's answer here.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         match self.forward(req, peer).await {
             Ok(res) => res,
             Err(e) => {
-                self.metrics.rejected(&e);
+                self.metrics.rejected(e.reason());
                 e.into_response()
             }
         }
@@ -132,7 +128,7 @@ impl Proxy {
             }
             attempts += 1;
             let mut sent = self.send(&head, attempt_body, backend).await;
-            if matches!(sent, Err((Failure::Stale, _)))
+            if matches!(sent, Err(ProxyError::Stale { .. }))
                 && is_idempotent(&head.method)
                 && body.replayable()
             {
@@ -152,12 +148,12 @@ impl Proxy {
                     self.metrics.response(&backend.id, res.status().as_u16());
                     return Ok(self.downstream_response(res, backend));
                 }
-                Err((failure, error)) => {
-                    if failure == Failure::Stale {
+                Err(error) => {
+                    if let ProxyError::Stale { .. } = error {
                         tracing::warn!(backend = %backend.id, error = %error, "upstream request failed on a reused connection the backend closed");
                     }
-                    self.metrics.upstream_error(&backend.id, &error);
-                    let unsent = matches!(failure, Failure::Connect | Failure::ConnectTimeout);
+                    self.metrics.upstream_error(&backend.id, error.kind());
+                    let unsent = error.unsent();
                     if unsent {
                         self.failed(backend);
                     }
@@ -191,7 +187,7 @@ impl Proxy {
         head: &Head,
         body: UpstreamBody,
         backend: &Backend,
-    ) -> Result<Response<ResponseBody>, (Failure, ProxyError)> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = Uri::from(head.path.clone());
@@ -205,51 +201,32 @@ impl Proxy {
             }
         }
 
-        let id = || backend.id.to_string();
-        match tokio::time::timeout(
-            self.config.request_timeout,
-            self.client.send(&backend.address, req, || {
-                self.metrics.upstream_opened(&backend.id)
-            }),
-        )
-        .await
-        {
+        let sent = self.pool.send(&backend.address, req, || {
+            self.metrics.upstream_opened(&backend.id);
+        });
+        match tokio::time::timeout(self.config.request_timeout, sent).await {
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => {
-                let reason = upstream::describe(&e);
-                let failure = e.failure();
-                if failure == Failure::Stale {
+                let error = ProxyError::upstream(&backend.id, &e);
+                if let ProxyError::Stale { .. } = error {
                     // Usually resent at once; `forward` warns if it is not.
-                    tracing::debug!(backend = %backend.id, address = %backend.address, error = %reason, "reused upstream connection closed under the request");
+                    tracing::debug!(backend = %backend.id, address = %backend.address, %error, "reused upstream connection closed under the request");
                 } else {
-                    tracing::warn!(backend = %backend.id, address = %backend.address, error = %reason, "upstream request failed");
+                    tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
                 }
-                Err((
-                    failure,
-                    match failure {
-                        Failure::Connect => ProxyError::Connect {
-                            backend: id(),
-                            reason,
-                        },
-                        Failure::ConnectTimeout => ProxyError::Timeout { backend: id() },
-                        Failure::Protocol | Failure::Stale => ProxyError::Upstream {
-                            backend: id(),
-                            reason,
-                        },
-                    },
-                ))
+                Err(error)
             }
             Err(_elapsed) => {
                 tracing::warn!(backend = %backend.id, timeout = ?self.config.request_timeout, "upstream request timed out");
-                Err((Failure::Protocol, ProxyError::Timeout { backend: id() }))
+                Err(ProxyError::Timeout {
+                    backend: backend.id.to_string(),
+                })
             }
         }
     }
 
     fn failed(&self, backend: &Backend) {
-        if let crate::health::Transition::Ejected(length) =
-            backend.health.record_failure(now_ms(), &self.health)
-        {
+        if let Transition::Ejected(length) = backend.health.record_failure(now_ms(), &self.health) {
             tracing::warn!(
                 backend = %backend.id, address = %backend.address, eject_for = ?length,
                 "backend ejected after {} consecutive failures", self.health.fail_threshold
@@ -295,10 +272,7 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
         }
     }
     hop::strip(&mut parts.headers);
-    append_forwarded_for(&mut parts.headers, peer);
-    parts
-        .headers
-        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    forwarded::add(&mut parts.headers, peer);
     let path = parts
         .uri
         .path_and_query()
@@ -308,105 +282,5 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
         method: parts.method,
         path,
         headers: parts.headers,
-    }
-}
-
-/// Appends the peer to `X-Forwarded-For`, keeping what earlier proxies wrote.
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let mut buf = [0u8; 48];
-    let ip = format_ip(peer.ip().to_canonical(), &mut buf);
-
-    let mut value = Vec::new();
-    for prior in headers.get_all(X_FORWARDED_FOR).iter() {
-        let prior = prior.as_bytes().trim_ascii();
-        if !prior.is_empty() {
-            value.extend_from_slice(prior);
-            value.extend_from_slice(b", ");
-        }
-    }
-    let value = if value.is_empty() {
-        HeaderValue::from_bytes(ip)
-    } else {
-        value.extend_from_slice(ip);
-        HeaderValue::from_bytes(&value)
-    };
-    if let Ok(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-}
-
-/// Writes `ip` into `buf` and returns the text. IPv4 is formatted by hand: `Display` through
-/// `core::fmt` cost about 1,000 instructions per request, more than the rest of the rewrite.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            &buf[..n]
-        }
-        IpAddr::V6(v6) => {
-            let mut cursor = &mut buf[..];
-            // At most 45 bytes ("ffff:...:255.255.255.255"), so this cannot run out of room.
-            let _ = write!(cursor, "{v6}");
-            let unused = cursor.len();
-            &buf[..48 - unused]
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_addresses_like_display() {
-        let cases = [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "255.255.255.255",
-            "1.100.99.9",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        ];
-        for text in cases {
-            let ip: IpAddr = text.parse().unwrap();
-            let mut buf = [0u8; 48];
-            assert_eq!(format_ip(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
-        }
-    }
-
-    #[test]
-    fn forwarded_for_appends_to_what_earlier_proxies_wrote() {
-        let peer: SocketAddr = "[::ffff:10.0.0.7]:5000".parse().unwrap();
-        let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, peer);
-        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
-
-        let mut h = HeaderMap::new();
-        h.append(X_FORWARDED_FOR, HeaderValue::from_static(" 1.1.1.1 "));
-        h.append(
-            X_FORWARDED_FOR,
-            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
-        );
-        append_forwarded_for(&mut h, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1");
-        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
+use crate::sync::lock;
 
 /// Idle connections kept per backend; more concurrent requests still get connections.
 const MAX_IDLE_PER_BACKEND: usize = 256;
@@ -68,34 +69,6 @@ pub enum UpstreamError {
     Stale(#[source] hyper::Error),
 }
 
-/// What went wrong talking to a backend, as far as retrying cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// No connection: the request was never sent.
-    Connect,
-    /// The connection attempt timed out: the request was never sent.
-    ConnectTimeout,
-    /// The exchange failed after the connection was made.
-    Protocol,
-    /// A reused keep-alive connection was closed under the request; resending is safe for
-    /// idempotent requests.
-    Stale,
-}
-
-impl UpstreamError {
-    pub fn failure(&self) -> Failure {
-        match self {
-            UpstreamError::Connect(e) if e.kind() == io::ErrorKind::TimedOut => {
-                Failure::ConnectTimeout
-            }
-            UpstreamError::Connect(_) => Failure::Connect,
-            UpstreamError::ConnectTimeout => Failure::ConnectTimeout,
-            UpstreamError::Exchange(_) => Failure::Protocol,
-            UpstreamError::Stale(_) => Failure::Stale,
-        }
-    }
-}
-
 impl Upstream {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, idle_gauge: Gauge) -> Upstream {
         Upstream {
@@ -137,39 +110,12 @@ impl Upstream {
         }
         // Boxed: the connect future is large and rarely needed; inline it would be moved
         // around with every request's future.
-        let mut sender = Box::pin(self.connect(address)).await?;
+        let mut sender = Box::pin(connect(address, self.pool.connect_timeout)).await?;
         opened();
         match sender.send_request(req).await {
             Ok(res) => Ok(self.lease(res, sender, address)),
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
-    }
-
-    async fn connect(&self, address: &str) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
-        let stream = match tokio::time::timeout(
-            self.pool.connect_timeout,
-            TcpStream::connect(address),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
-        };
-        // Best effort: a socket without these options still works.
-        let _ = stream.set_nodelay(true);
-        let _ =
-            SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
     }
 
     fn lease(
@@ -192,6 +138,36 @@ impl Upstream {
             body
         })
     }
+}
+
+/// Opens an HTTP/1.1 connection to `address`, driven by a task on the current runtime.
+pub async fn connect<B>(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<SendRequest<B>, UpstreamError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
+    };
+    // Best effort: a socket without these options still works.
+    let _ = stream.set_nodelay(true);
+    let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Exchange)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 impl Pool {
@@ -298,10 +274,6 @@ impl Drop for Pool {
         let left: usize = lock(&self.idle).values().map(Vec::len).sum();
         self.idle_gauge.dec_by(left as i64);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A backend connection lent to one response; back to the pool when the body is done.

@@ -43,20 +43,20 @@ impl Drop for Live {
     }
 }
 
-/// Where connections come from.
-pub enum Source {
+/// Where a `serve` loop's connections come from.
+pub enum Arrivals {
     /// Accept them here (the admin listener).
     Listener(TcpListener),
     /// Receive them from the acceptor (a proxy worker).
     Handoffs(mpsc::UnboundedReceiver<Handoff>),
 }
 
-impl Source {
+impl Arrivals {
     /// The next connection; `None` when no more will come.
     async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr, Option<Live>)>> {
         match self {
-            Source::Listener(l) => Some(l.accept().await.map(|(s, peer)| (s, peer, None))),
-            Source::Handoffs(rx) => {
+            Arrivals::Listener(l) => Some(l.accept().await.map(|(s, peer)| (s, peer, None))),
+            Arrivals::Handoffs(rx) => {
                 let h = rx.recv().await?;
                 Some(TcpStream::from_std(h.stream).map(|s| (s, h.peer, Some(h.live))))
             }
@@ -67,7 +67,7 @@ impl Source {
 /// Serves connections from `source` until `shutdown` fires or the source ends, each with
 /// `handler`; then drains them within `grace`.
 pub async fn serve<H, F, B>(
-    mut source: Source,
+    mut source: Arrivals,
     shutdown: CancellationToken,
     grace: Duration,
     handler: H,
@@ -84,7 +84,7 @@ pub async fn serve<H, F, B>(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     let conns = Connections::default();
-    let mut accept_errors = 0u32;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -92,17 +92,10 @@ pub async fn serve<H, F, B>(
         };
         let (stream, peer, live) = match next {
             None => break,
-            Some(Ok(conn)) => {
-                accept_errors = 0;
-                conn
-            }
-            Some(Err(e)) => {
-                // Typically EMFILE: back off instead of spinning, keep serving.
-                accept_errors = (accept_errors + 1).min(10);
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(5 << accept_errors.min(6))).await;
-                continue;
-            }
+            Some(accepted) => match backoff.check(accepted).await {
+                Some(conn) => conn,
+                None => continue,
+            },
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
@@ -130,6 +123,31 @@ pub async fn serve<H, F, B>(
     // refused during the drain.
     drop(source);
     conns.shutdown(grace).await;
+}
+
+/// Backs off after failed accepts instead of spinning on them.
+#[derive(Default)]
+pub struct AcceptBackoff {
+    errors: u32,
+}
+
+impl AcceptBackoff {
+    /// Passes a successful accept through; on an error (typically EMFILE) logs it and waits a
+    /// little longer each time in a row (5 ms doubling up to 320 ms), then answers `None`.
+    pub async fn check<T>(&mut self, accepted: io::Result<T>) -> Option<T> {
+        match accepted {
+            Ok(conn) => {
+                self.errors = 0;
+                Some(conn)
+            }
+            Err(e) => {
+                self.errors = (self.errors + 1).min(6);
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(5 << self.errors)).await;
+                None
+            }
+        }
+    }
 }
 
 /// The live connections of one `serve`.

@@ -1,6 +1,7 @@
 //! The running server: bind the proxy and admin sockets, start the proxy workers, serve until
 //! the shutdown token fires, then drain.
 
+mod checks;
 mod connections;
 mod workers;
 
@@ -11,11 +12,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use connections::{serve, Source};
+use connections::{serve, Arrivals};
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::health::HealthConfig;
+use crate::config::HealthConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::snapshot::{ChangeError, Cluster};
@@ -132,7 +133,7 @@ impl Server {
 
         if let Some(active) = self.health.active.clone() {
             tracing::info!(path = %active.path, interval = ?active.interval, "active health checks on");
-            tokio::spawn(crate::health::run_checks(
+            tokio::spawn(checks::run(
                 self.cluster.clone(),
                 active,
                 shutdown.child_token(),
@@ -140,7 +141,7 @@ impl Server {
         }
         let admin = self.admin;
         let admin_done = serve(
-            Source::Listener(self.admin_listener),
+            Arrivals::Listener(self.admin_listener),
             shutdown.clone(),
             self.grace,
             move |req, _| {

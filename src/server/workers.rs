@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::connections::{serve, Handoff, Live, Source};
+use super::connections::{serve, AcceptBackoff, Arrivals, Handoff, Live};
 use super::ServeError;
 use crate::proxy::Proxy;
 
@@ -49,7 +49,7 @@ pub fn spawn(
                 .map(|runtime| {
                     let proxy = Arc::new(proxy);
                     runtime.block_on(serve(
-                        Source::Handoffs(rx),
+                        Arrivals::Handoffs(rx),
                         shutdown,
                         grace,
                         move |req, peer| {
@@ -68,26 +68,15 @@ pub fn spawn(
 /// worker. Returning drops the listener (new connections are refused) and the hand-off
 /// channels (each worker then drains what it has).
 pub async fn accept(listener: TcpListener, lanes: Vec<Lane>, shutdown: CancellationToken) {
-    let mut accept_errors = 0u32;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(conn) => {
-                accept_errors = 0;
-                conn
-            }
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning, keep serving.
-                accept_errors = (accept_errors + 1).min(10);
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(5 << accept_errors.min(6))).await;
-                continue;
-            }
-        };
-        hand_off(&lanes, stream, peer);
+        if let Some((stream, peer)) = backoff.check(accepted).await {
+            hand_off(&lanes, stream, peer);
+        }
     }
 }
 

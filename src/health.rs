@@ -1,24 +1,29 @@
-//! One backend's health, shared by every snapshot that contains the backend.
+//! Backend health: which ring members may serve right now.
+//!
+//! Health never rebuilds the ring. Each backend carries one shared [`BackendHealth`] (atomics)
+//! that survives snapshot swaps; routing walks `ring.candidates(key)` and takes the first usable
+//! backend, so a dead backend's keys go to the next distinct backend clockwise, every other key
+//! stays where it is, and the dead backend's keys come back when it recovers.
+//!
+//! Three inputs mark a backend unusable:
+//! - **passive**: `fail_threshold` consecutive failures (connect error, connect timeout, and 5xx
+//!   when `fail_on_5xx`) eject it for `eject_for`, doubling on each ejection without a success
+//!   in between, up to `max_eject_for`; one success resets.
+//! - **active** (optional): `GET path` every `interval`; `unhealthy_threshold` consecutive failed
+//!   checks mark it unhealthy and `healthy_threshold` consecutive passes mark it healthy again.
+//!   The two thresholds are hysteresis: a flapping server does not bounce keys back and forth.
+//! - **drain**: an operator's `POST /backends/{id}/drain`; it stays a member (its points stay), so
+//!   undrain returns exactly its keys.
 //!
 //! Plain atomics: the request path reads a few of them per candidate and never blocks. Updates
 //! are last-writer-wins, which is fine for counters that only steer a threshold. Times are
-//! milliseconds since a process-wide epoch, passed in by the caller so the logic is testable
+//! milliseconds from [`crate::clock::now_ms`], passed in by the caller so the logic is testable
 //! without a clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::HealthConfig;
-
-/// Milliseconds since the first call; tokio's clock, so paused-time tests control it.
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(epoch).as_millis() as u64
-}
+use crate::config::HealthConfig;
 
 /// What `GET /backends` reports, most significant first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

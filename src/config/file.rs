@@ -1,0 +1,79 @@
+//! The whole file: read, parse, validate every section into one [`Config`], then check what
+//! only the whole can get wrong.
+
+use std::path::Path;
+
+use super::backends::{backends, BackendConfig};
+use super::fields::{invalid, toml_message, ConfigError};
+use super::health::HealthConfig;
+use super::proxy::{vnodes, AdminConfig, ProxyConfig};
+use super::raw::RawConfig;
+use crate::affinity::AffinityConfig;
+use crate::ring::{Member, Ring};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[proxy]`
+    pub proxy: ProxyConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[ring] vnodes`
+    pub vnodes: u32,
+    /// `[affinity]`
+    pub affinity: AffinityConfig,
+    /// `[health]`
+    pub health: HealthConfig,
+    /// `[[backends]]`
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(toml_message(&e)))?;
+        Config::try_from(raw)
+    }
+
+    /// The ring the configured backends form.
+    pub fn ring(&self) -> Ring {
+        ring(&self.backends, self.vnodes).expect("validated config forms a ring")
+    }
+}
+
+fn ring(backends: &[BackendConfig], vnodes: u32) -> Result<Ring, crate::ring::RingError> {
+    Ring::new(
+        backends
+            .iter()
+            .map(|b| Member::new(b.id.as_str(), b.weight)),
+        vnodes,
+    )
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        let config = Config {
+            proxy: raw.proxy.try_into()?,
+            admin: raw.admin.try_into()?,
+            vnodes: vnodes(&raw.ring)?,
+            affinity: raw.affinity.try_into()?,
+            health: raw.health.try_into()?,
+            backends: backends(raw.backends)?,
+        };
+        // Catch what only the whole set can get wrong (the point limit).
+        ring(&config.backends, config.vnodes).map_err(|e| invalid("ring.vnodes", e.to_string()))?;
+        Ok(config)
+    }
+}

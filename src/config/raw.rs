@@ -1,0 +1,82 @@
+//! The TOML file's shape, as serde reads it: every field optional so that defaults and
+//! messages are ours, unknown fields refused so a typo never falls back to a default.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub ring: RawRing,
+    #[serde(default)]
+    pub affinity: RawAffinity,
+    #[serde(default)]
+    pub health: RawHealth,
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    pub listen: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub debug_headers: Option<bool>,
+    pub max_attempts: Option<i64>,
+    pub retry_idempotent: Option<bool>,
+    pub workers: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRing {
+    pub vnodes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAffinity {
+    pub key: Option<Vec<String>>,
+    pub on_missing: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub fail_threshold: Option<i64>,
+    pub eject_for: Option<String>,
+    pub max_eject_for: Option<String>,
+    pub fail_on_5xx: Option<bool>,
+    pub active: Option<RawActive>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawActive {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub unhealthy_threshold: Option<i64>,
+    pub healthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub id: Option<String>,
+    pub address: Option<String>,
+    pub weight: Option<i64>,
+}
