@@ -76,7 +76,7 @@ fn lookup(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
                 ring.lookup(black_box(&keys[i]))
-            })
+            });
         });
         let cont = ketama(n);
         g.bench_with_input(BenchmarkId::new("ketama", n), &cont, |b, cont| {
@@ -84,7 +84,7 @@ fn lookup(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
                 cont.node_idx(black_box(&keys[i]))
-            })
+            });
         });
     }
     g.finish();
@@ -101,7 +101,7 @@ fn lookup_hash(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
                 ring.lookup_hash(black_box(hashes[i]))
-            })
+            });
         });
     }
     g.finish();
@@ -118,7 +118,7 @@ fn first_candidate(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
                 ring.candidates(black_box(&keys[i])).next()
-            })
+            });
         });
         let cont = ketama(n);
         g.bench_with_input(BenchmarkId::new("ketama", n), &cont, |b, cont| {
@@ -126,7 +126,7 @@ fn first_candidate(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
                 cont.node_iter(black_box(&keys[i])).next().copied()
-            })
+            });
         });
     }
     g.finish();
@@ -143,11 +143,11 @@ fn build(c: &mut Criterion) {
             || m.clone(),
             |m| Ring::new(m, VNODES).expect("valid ring"),
             BatchSize::PerIteration,
-        )
+        );
     });
     let bk = buckets(n);
     g.bench_function(BenchmarkId::new("ketama", n), |b| {
-        b.iter(|| Continuum::new(black_box(&bk)))
+        b.iter(|| Continuum::new(black_box(&bk)));
     });
     g.finish();
 }

@@ -20,26 +20,36 @@ use crate::snapshot::{Backend, ChangeError, Cluster, Snapshot, Upsert};
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The admin API's response body: always a whole buffer.
 pub type AdminBody = Full<Bytes>;
 
 /// Why an admin request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
+    /// Malformed input: 400.
     BadRequest(String),
     #[error("missing or wrong bearer token")]
+    /// Token missing or wrong: 401.
     Unauthorized,
     #[error("{0}")]
+    /// No such backend or endpoint: 404.
     NotFound(String),
     #[error("method {method} not allowed on {path}; allowed: {allow}")]
+    /// Wrong method for the path: 405 with `Allow`.
     MethodNotAllowed {
+        /// The method used.
         method: Method,
+        /// The path.
         path: String,
+        /// The methods the path allows.
         allow: &'static str,
     },
     #[error("request body larger than {MAX_BODY} bytes")]
+    /// Body over the limit: 413.
     TooLarge,
     #[error("{0}")]
+    /// Nothing can answer right now (an empty ring): 503.
     Unavailable(String),
 }
 
@@ -81,6 +91,7 @@ impl From<ChangeError> for AdminError {
     }
 }
 
+/// The admin API over one cluster.
 pub struct Admin {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
@@ -100,6 +111,7 @@ fn one() -> i64 {
 }
 
 impl Admin {
+    /// An admin API over `cluster`; `token`, when set, is required on every call but `/healthz`.
     pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
         Admin {
             cluster,
@@ -108,6 +120,7 @@ impl Admin {
         }
     }
 
+    /// Answers one admin request; every refusal is a 4xx with `{"error": ...}`.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<AdminBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();

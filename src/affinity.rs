@@ -14,10 +14,15 @@ use http::request::Parts;
 /// One place an affinity key can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// `header:NAME`: the header's value.
     Header(HeaderName),
+    /// `cookie:NAME`: the cookie's value.
     Cookie(String),
+    /// `query:NAME`: the query parameter's decoded value.
     Query(String),
+    /// `path`: the request path.
     Path,
+    /// `source_ip`: the client's IP address.
     SourceIp,
 }
 
@@ -31,8 +36,11 @@ pub enum OnMissing {
 }
 
 #[derive(Debug, Clone)]
+/// The key rule: sources in order, and what to do when none is present.
 pub struct AffinityConfig {
+    /// Tried in order; the first present wins.
     pub sources: Vec<Source>,
+    /// What a request without a key gets.
     pub on_missing: OnMissing,
 }
 
@@ -57,7 +65,11 @@ impl AffinityConfig {
 
     /// The tried sources, for the 400 body of `on_missing = "reject"`.
     pub fn describe(&self) -> String {
-        let names: Vec<String> = self.sources.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         names.join(", ")
     }
 }

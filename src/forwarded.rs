@@ -23,7 +23,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     let ip = format_ip(peer.ip().to_canonical(), &mut buf);
 
     let mut value = Vec::new();
-    for prior in headers.get_all(X_FORWARDED_FOR).iter() {
+    for prior in &headers.get_all(X_FORWARDED_FOR) {
         let prior = prior.as_bytes().trim_ascii();
         if !prior.is_empty() {
             value.extend_from_slice(prior);

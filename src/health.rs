@@ -28,13 +28,18 @@ use crate::config::HealthConfig;
 /// What `GET /backends` reports, most significant first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// An operator drained it.
     Draining,
+    /// Active checks failed.
     Unhealthy,
+    /// Passively ejected after consecutive failures.
     Ejected,
+    /// Usable.
     Healthy,
 }
 
 impl State {
+    /// The state's name in JSON and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Draining => "draining",
@@ -46,6 +51,7 @@ impl State {
 }
 
 #[derive(Debug, Default)]
+/// The health of one backend.
 pub struct BackendHealth {
     draining: AtomicBool,
     /// Set by active checks.
@@ -65,9 +71,13 @@ pub struct BackendHealth {
 /// What a recorded result changed, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
+    /// Nothing changed.
     None,
+    /// Ejected for this long.
     Ejected(Duration),
+    /// Active checks marked it unhealthy.
     MarkedUnhealthy,
+    /// Active checks marked it healthy again.
     MarkedHealthy,
 }
 
@@ -80,6 +90,7 @@ impl BackendHealth {
             && self.ejected_until.load(Relaxed) <= now
     }
 
+    /// The state to report at `now`.
     pub fn state(&self, now: u64) -> State {
         if self.draining.load(Relaxed) {
             State::Draining
@@ -92,22 +103,27 @@ impl BackendHealth {
         }
     }
 
+    /// Is an operator draining it?
     pub fn is_draining(&self) -> bool {
         self.draining.load(Relaxed)
     }
 
+    /// Drains or undrains it.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Relaxed);
     }
 
+    /// Failures in a row since the last success.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Relaxed)
     }
 
+    /// Failures ever recorded.
     pub fn total_failures(&self) -> u64 {
         self.total_failures.load(Relaxed)
     }
 
+    /// Ejections ever.
     pub fn total_ejections(&self) -> u64 {
         self.total_ejections.load(Relaxed)
     }

@@ -76,7 +76,7 @@ mod tests {
             h.append(k, v.parse().unwrap());
         }
         strip(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        let mut left: Vec<&str> = h.keys().map(http::HeaderName::as_str).collect();
         left.sort();
         assert_eq!(left, ["content-length", "x-user-id"]);
     }

@@ -22,6 +22,8 @@
 //! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
 //!    `ringproxy-node`, over the same ring), [`logging`] (both binaries' log set-up).
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod affinity;
 pub mod clock;

@@ -123,7 +123,7 @@ fn print_summary(c: &Config) {
     let shares = c.ring().shares();
     let ring = c.ring();
     for b in &c.backends {
-        let share = ring.index_of(&b.id).map(|i| shares[i].1).unwrap_or(0.0);
+        let share = ring.index_of(&b.id).map_or(0.0, |i| shares[i].1);
         println!(
             "backend {} {} weight {} share {:.1}%",
             b.id,

@@ -46,6 +46,7 @@ struct RejectLabels {
     reason: &'static str,
 }
 
+/// The registry and every metric family of one process.
 pub struct Metrics {
     registry: Registry,
     responses: Family<ResponseLabels, Counter>,
@@ -68,6 +69,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// All families, registered under the `ringproxy_` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ringproxy");
         let responses = Family::<ResponseLabels, Counter>::default();
@@ -152,6 +154,7 @@ impl Metrics {
         }
     }
 
+    /// A backend answered with `code`.
     pub fn response(&self, backend: &Arc<str>, code: u16) {
         self.responses
             .get_or_create(&ResponseLabels {
@@ -176,6 +179,7 @@ impl Metrics {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
+    /// A request was retried on `backend`.
     pub fn retry(&self, backend: &Arc<str>) {
         let labels = BackendLabels {
             backend: backend.clone(),
@@ -183,6 +187,7 @@ impl Metrics {
         self.retries.get_or_create(&labels).inc();
     }
 
+    /// `backend` was ejected.
     pub fn ejection(&self, backend: &Arc<str>) {
         let labels = BackendLabels {
             backend: backend.clone(),
@@ -190,6 +195,7 @@ impl Metrics {
         self.ejections.get_or_create(&labels).inc();
     }
 
+    /// A new connection to `backend` was opened.
     pub fn upstream_opened(&self, backend: &Arc<str>) {
         self.upstream_opened
             .get_or_create(&BackendLabels {

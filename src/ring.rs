@@ -32,11 +32,14 @@ pub const MAX_POINTS: u64 = 20_000_000;
 /// One ring member: an id (what is hashed) and a weight (how many units of `vnodes` it gets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// What is hashed: the member's identity.
     pub id: Arc<str>,
+    /// Units of `vnodes` points.
     pub weight: u32,
 }
 
 impl Member {
+    /// A member with `id` and `weight`.
     pub fn new(id: impl Into<Arc<str>>, weight: u32) -> Self {
         Member {
             id: id.into(),
@@ -49,16 +52,21 @@ impl Member {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
     #[error("vnodes must be at least 1")]
+    /// `vnodes` was zero.
     ZeroVnodes,
     #[error("member {0:?} has weight 0; weights must be at least 1")]
+    /// A member has weight zero.
     ZeroWeight(String),
     #[error("member id must not be empty")]
+    /// A member id is empty.
     EmptyId,
     #[error("member {0:?} is listed twice")]
+    /// Two members share an id.
     DuplicateId(String),
     #[error(
         "ring would have {0} points, more than the limit of {MAX_POINTS}; lower vnodes or weights"
     )]
+    /// Too many points.
     TooManyPoints(u64),
 }
 
@@ -164,6 +172,7 @@ impl Ring {
         }
     }
 
+    /// Points per unit of weight.
     pub fn vnodes(&self) -> u32 {
         self.vnodes
     }
@@ -173,6 +182,7 @@ impl Ring {
         &self.members
     }
 
+    /// The member at `index`.
     pub fn member(&self, index: usize) -> &Member {
         &self.members[index]
     }
@@ -182,10 +192,12 @@ impl Ring {
         self.members.binary_search_by(|m| (*m.id).cmp(id)).ok()
     }
 
+    /// Number of members.
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
+    /// No members?
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

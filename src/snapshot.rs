@@ -18,8 +18,11 @@ use crate::sync::lock;
 /// One backend as the proxy uses it.
 #[derive(Debug, Clone)]
 pub struct Backend {
+    /// Ring identity.
     pub id: Arc<str>,
+    /// Where to connect (`host:port`).
     pub address: Arc<str>,
+    /// Units of `vnodes` on the ring.
     pub weight: u32,
     /// `address` parsed once, so the request path only clones it.
     pub authority: Authority,
@@ -30,7 +33,9 @@ pub struct Backend {
 /// Everything a request needs to route, as of one version.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Bumped by every membership change.
     pub version: u64,
+    /// The ring of `backends`.
     pub ring: Ring,
     /// Indexed like `ring.members()` (sorted by id).
     pub backends: Vec<Backend>,
@@ -63,6 +68,7 @@ impl Snapshot {
             .find(|b| b.health.usable(now))
     }
 
+    /// The backend with this id.
     pub fn get(&self, id: &str) -> Option<&Backend> {
         self.ring.index_of(id).map(|i| &self.backends[i])
     }
@@ -72,22 +78,30 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {
     #[error("invalid backend id: {0}")]
+    /// The id is not acceptable.
     InvalidId(String),
     #[error("invalid address: {0}")]
+    /// The address is not acceptable.
     InvalidAddress(String),
     #[error("invalid weight: {0}")]
+    /// The weight is not acceptable.
     InvalidWeight(String),
     #[error("no backend with id {0:?}")]
+    /// No backend has this id.
     NotFound(String),
     #[error("{0}")]
+    /// The new member set cannot form a ring.
     Ring(#[from] RingError),
 }
 
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
+    /// A new backend joined.
     Created,
+    /// An existing backend changed.
     Updated,
+    /// The backend was already so.
     Unchanged,
 }
 
@@ -99,6 +113,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose first snapshot holds `backends`.
     pub fn new(vnodes: u32, backends: &[BackendConfig]) -> Result<Cluster, ChangeError> {
         let list = backends
             .iter()

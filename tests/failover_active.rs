@@ -391,7 +391,7 @@ async fn sent_requests_are_not_retried_by_default() {
     let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let ring = ring(&names);
-    let total = |bs: &[TestBackend]| bs.iter().map(|b| b.hits()).sum::<usize>();
+    let total = |bs: &[TestBackend]| bs.iter().map(TestBackend::hits).sum::<usize>();
 
     // Timed out after sending: 504 after one attempt.
     let p = start_proxy(&config_proxy("request_timeout = \"300ms\"", "", &refs)).await;

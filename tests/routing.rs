@@ -210,7 +210,13 @@ async fn missing_key_rejected_names_the_sources() {
     // An empty value is no key either.
     let r = p.get("/?uid=", &[("x-user-id", "")]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(backends.iter().map(|b| b.hits()).sum::<usize>(), 0);
+    assert_eq!(
+        backends
+            .iter()
+            .map(common::TestBackend::hits)
+            .sum::<usize>(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ impl Running {
                     return Some(l);
                 }
                 Err(mpsc::TryRecvError::Empty) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err(mpsc::TryRecvError::Disconnected) => return None,
             }

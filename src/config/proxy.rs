@@ -48,7 +48,7 @@ impl TryFrom<RawProxy> for ProxyConfig {
     type Error = ConfigError;
 
     fn try_from(raw: RawProxy) -> Result<ProxyConfig, ConfigError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Ok(ProxyConfig {
             listen: socket_addr("proxy.listen", raw.listen, "0.0.0.0:8080")?,
             connect_timeout: duration(

@@ -67,11 +67,17 @@ impl RequestBody {
 
 /// The body of one upstream attempt.
 pub enum UpstreamBody {
+    /// No body.
     Empty,
+    /// A buffered body, sent once per attempt.
     Buffered(Option<Bytes>),
+    /// The client's body, streamed; only the first attempt to poll it gets it.
     Streamed {
+        /// Where the body waits until an attempt takes it.
         slot: Slot,
+        /// The body once taken.
         body: Option<Incoming>,
+        /// The client body's size hint.
         hint: SizeHint,
     },
 }

@@ -58,10 +58,13 @@ struct Idle {
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("tcp connect error")]
+    /// The TCP connect failed.
     Connect(#[source] io::Error),
     #[error("connect timed out")]
+    /// The TCP connect did not finish within the connect timeout.
     ConnectTimeout,
     #[error(transparent)]
+    /// The HTTP exchange failed after connecting.
     Exchange(hyper::Error),
     /// A reused connection closed before any answer: typically the backend timed it out
     /// just as the request went out. The backend did not process it as far as we can tell.
@@ -70,6 +73,7 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
+    /// An empty pool; idle connections are closed after `idle_timeout`.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration, idle_gauge: Gauge) -> Upstream {
         Upstream {
             pool: Arc::new(Pool {

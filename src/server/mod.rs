@@ -22,18 +22,26 @@ use crate::proxy::Proxy;
 use crate::snapshot::{ChangeError, Cluster};
 
 #[derive(Debug, thiserror::Error)]
+/// Why the server could not start or run.
 pub enum ServeError {
     #[error("cannot listen on {addr} ({what}): {source}")]
+    /// A listener could not be bound.
     Bind {
+        /// Which listener (the config field).
         what: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// The operating system's reason.
         source: std::io::Error,
     },
     #[error("invalid backends: {0}")]
+    /// The configured backends do not form a valid ring.
     Backends(#[from] ChangeError),
     #[error("cannot start a proxy worker: {0}")]
+    /// A worker thread could not start.
     Worker(std::io::Error),
     #[error("a proxy worker stopped unexpectedly")]
+    /// A worker thread panicked.
     WorkerPanicked,
 }
 
@@ -51,6 +59,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds the proxy and admin listeners and builds the cluster from `config`.
     pub async fn bind(config: &Config) -> Result<Server, ServeError> {
         let bind_error = |what: &'static str, addr: SocketAddr| {
             move |source| ServeError::Bind { what, addr, source }
@@ -90,12 +99,14 @@ impl Server {
         })
     }
 
+    /// The proxy listener's address.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy_listener
             .local_addr()
             .expect("bound socket has an address")
     }
 
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener
             .local_addr()

@@ -56,7 +56,7 @@ pub fn spawn(
                             let proxy = proxy.clone();
                             async move { proxy.handle(req, peer).await }
                         },
-                    ))
+                    ));
                 });
             let _ = done_tx.send(outcome);
         })
