@@ -415,5 +415,9 @@ fn prev_same(owners: &[u32], members: usize) -> Vec<u32> {
         .collect()
 }
 
+mod compare;
+
+pub use compare::{moved, Moved};
+
 #[cfg(test)]
 mod tests;
