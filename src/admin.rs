@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::snapshot::{Backend, ChangeError, Cluster, Snapshot, Upsert};
+use crate::reload::{ReloadError, Reloader};
+use crate::snapshot::{Backend, ChangeError, Cluster, Reloaded, Snapshot, Upsert};
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -26,17 +27,17 @@ pub type AdminBody = Full<Bytes>;
 /// Why an admin request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
     /// Malformed input: 400.
-    BadRequest(String),
-    #[error("missing or wrong bearer token")]
-    /// Token missing or wrong: 401.
-    Unauthorized,
     #[error("{0}")]
+    BadRequest(String),
+    /// Token missing or wrong: 401.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
     /// No such backend or endpoint: 404.
+    #[error("{0}")]
     NotFound(String),
-    #[error("method {method} not allowed on {path}; allowed: {allow}")]
     /// Wrong method for the path: 405 with `Allow`.
+    #[error("method {method} not allowed on {path}; allowed: {allow}")]
     MethodNotAllowed {
         /// The method used.
         method: Method,
@@ -45,11 +46,14 @@ pub enum AdminError {
         /// The methods the path allows.
         allow: &'static str,
     },
-    #[error("request body larger than {MAX_BODY} bytes")]
     /// Body over the limit: 413.
+    #[error("request body larger than {MAX_BODY} bytes")]
     TooLarge,
+    /// The request conflicts with how the proxy runs (a reload without a config file): 409.
     #[error("{0}")]
-    /// Nothing can answer right now (an empty ring): 503.
+    Conflict(String),
+    /// Nothing can answer right now (an empty ring, an unwritable state file): 503.
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -61,6 +65,7 @@ impl AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -86,7 +91,20 @@ impl From<ChangeError> for AdminError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::NotFound(_) => AdminError::NotFound(e.to_string()),
+            // Nothing changed because the state file could not be written: not the caller's
+            // fault, and worth retrying.
+            ChangeError::State(_) => AdminError::Unavailable(e.to_string()),
             _ => AdminError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<ReloadError> for AdminError {
+    fn from(e: ReloadError) -> Self {
+        match e {
+            ReloadError::NoFile => AdminError::Conflict(e.to_string()),
+            ReloadError::Config(_) => AdminError::BadRequest(e.to_string()),
+            ReloadError::Change(c) => c.into(),
         }
     }
 }
@@ -95,7 +113,7 @@ impl From<ChangeError> for AdminError {
 pub struct Admin {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
-    token: Option<String>,
+    reloader: Arc<Reloader>,
 }
 
 #[derive(Deserialize)]
@@ -111,12 +129,13 @@ fn one() -> i64 {
 }
 
 impl Admin {
-    /// An admin API over `cluster`; `token`, when set, is required on every call but `/healthz`.
-    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
+    /// An admin API over `cluster`. The token, when the settings have one, is required on
+    /// every call but `/healthz`.
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, reloader: Arc<Reloader>) -> Admin {
         Admin {
             cluster,
             metrics,
-            token,
+            reloader,
         }
     }
 
@@ -152,15 +171,12 @@ impl Admin {
             ["backends", id, action @ ("drain" | "undrain")] if !id.is_empty() => {
                 allow(&req, &[Method::POST], "POST")?;
                 let draining = *action == "drain";
-                let snapshot = self.cluster.load();
-                let b = snapshot
-                    .get(id)
-                    .ok_or_else(|| AdminError::NotFound(format!("no backend with id {id:?}")))?;
-                if b.health.is_draining() != draining {
-                    b.health.set_draining(draining);
+                let was = self.cluster.load().get(id).map(|b| b.health.is_draining());
+                let b = self.cluster.set_draining(id, draining)?;
+                if was != Some(draining) {
                     tracing::info!(backend = %b.id, "{}", if draining { "backend draining" } else { "backend undrained" });
                 }
-                Ok(json_response(StatusCode::OK, &backend_json(b, now_ms())))
+                Ok(json_response(StatusCode::OK, &backend_json(&b, now_ms())))
             }
             ["backends", id] if !id.is_empty() => {
                 let id = id.to_string();
@@ -180,6 +196,11 @@ impl Admin {
                     }
                     _ => Err(not_allowed(&req, "GET, PUT, DELETE")),
                 }
+            }
+            ["reload"] => {
+                allow(&req, &[Method::POST], "POST")?;
+                let r = self.reloader.reload()?;
+                Ok(json_response(StatusCode::OK, &reloaded_json(&r)))
             }
             ["route"] => {
                 allow(&req, &[Method::GET], "GET")?;
@@ -209,7 +230,8 @@ impl Admin {
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), AdminError> {
-        let Some(token) = &self.token else {
+        let snapshot = self.cluster.load();
+        let Some(token) = &snapshot.settings.token else {
             return Ok(());
         };
         let given = req
@@ -304,7 +326,20 @@ impl Admin {
 fn backends_json(s: &Snapshot) -> Value {
     let now = now_ms();
     let list: Vec<Value> = s.backends.iter().map(|b| backend_json(b, now)).collect();
-    json!({"version": s.version, "backends": list})
+    json!({"version": s.version, "fingerprint": s.fingerprint, "backends": list})
+}
+
+fn reloaded_json(r: &Reloaded) -> Value {
+    json!({
+        "version": r.version,
+        "fingerprint": r.fingerprint,
+        "joined": r.joined,
+        "left": r.left,
+        "changed": r.changed,
+        "moved": r.moved,
+        "settings": r.settings,
+        "ignored": r.ignored,
+    })
 }
 
 fn backend_json(b: &Backend, now: u64) -> Value {
@@ -318,6 +353,7 @@ fn backend_json(b: &Backend, now: u64) -> Value {
         "failures": h.total_failures(),
         "ejections": h.total_ejections(),
         "ejected_for_ms": h.ejected_for(now),
+        "origin": b.origin.label(),
     })
 }
 
@@ -332,7 +368,14 @@ fn ring_json(s: &Snapshot) -> Value {
             json!({"id": &*b.id, "weight": b.weight, "points": points, "share": share})
         })
         .collect();
-    json!({"version": s.version, "vnodes": s.ring.vnodes(), "points": s.ring.points(), "backends": list})
+    json!({
+        "version": s.version,
+        "fingerprint": s.fingerprint,
+        "algorithm": s.ring.algorithm(),
+        "vnodes": s.ring.vnodes(),
+        "points": s.ring.points(),
+        "backends": list,
+    })
 }
 
 fn allow(

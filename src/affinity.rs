@@ -34,9 +34,9 @@ pub enum OnMissing {
     /// Answer 400, naming the sources tried.
     Reject,
 }
-
-#[derive(Debug, Clone)]
 /// The key rule: sources in order, and what to do when none is present.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AffinityConfig {
     /// Tried in order; the first present wins.
     pub sources: Vec<Source>,

@@ -49,9 +49,9 @@ impl State {
         }
     }
 }
+/// The health of one backend.
 
 #[derive(Debug, Default)]
-/// The health of one backend.
 pub struct BackendHealth {
     draining: AtomicBool,
     /// Set by active checks.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ringproxy::config::Config;
-use ringproxy::server::Server;
+use ringproxy::server::{ServeError, Server};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -51,7 +51,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     ringproxy::logging::init("info", matches!(cli.log_format, LogFormat::Json));
     match cli.command {
-        None => with_config(cli.config, serve),
+        None => {
+            let path = cli.config.clone();
+            with_config(cli.config, |c| serve(c, path))
+        }
         Some(Command::Check) => with_config(cli.config, |c| {
             print_summary(&c);
             ExitCode::SUCCESS
@@ -74,8 +77,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Some(Command::Demo) => runtime_and(|shutdown| async move {
-            ringproxy::demo::run(shutdown).await?;
-            Ok(())
+            ringproxy::demo::run(shutdown)
+                .await
+                .map_err(|e| Failure::Other(e.into()))
         }),
         Some(Command::Node) => match ringproxy::node::run_stdio() {
             Ok(()) => ExitCode::SUCCESS,
@@ -137,19 +141,49 @@ fn print_summary(c: &Config) {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     runtime_and(|shutdown| async move {
-        let server = Server::bind(&config).await?;
-        server.run(shutdown).await?;
-        Ok(())
+        let server = match Server::bind_with_reload(&config, path).await {
+            Ok(s) => s,
+            // A state file that cannot be used is a configuration problem: exit 2 like one.
+            Err(ServeError::Start(e)) => return Err(Failure::Config(e.to_string())),
+            Err(e) => return Err(Failure::Other(e.into())),
+        };
+        tokio::spawn(reload_on_hangup(server.reloader()));
+        server
+            .run(shutdown)
+            .await
+            .map_err(|e| Failure::Other(e.into()))
     })
+}
+
+/// Why a command failed, and so its exit code.
+enum Failure {
+    /// Exit 2: the configuration (or the state it points to) is unusable.
+    Config(String),
+    /// Exit 1.
+    Other(anyhow::Error),
+}
+
+/// `SIGHUP` re-reads the config file; a failed reload is logged and changes nothing.
+async fn reload_on_hangup(reloader: std::sync::Arc<ringproxy::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with POST /reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        // The outcome is logged by the reloader.
+        let _ = reloader.reload();
+    }
 }
 
 /// Starts the runtime, wires SIGTERM/SIGINT to a cancellation token and runs `body`.
 fn runtime_and<F, Fut>(body: F) -> ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
 {
     // Proxy traffic gets worker threads of its own (see `Server::run`); this runtime only
     // carries the admin API, health checks and signals.
@@ -168,7 +202,12 @@ where
         tokio::spawn(signals(shutdown.clone()));
         match body(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+            Err(Failure::Config(e)) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+            Err(Failure::Other(e)) => {
                 tracing::error!("{e:#}");
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE

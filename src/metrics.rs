@@ -37,6 +37,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RingLabels {
+    fingerprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
     worker: u32,
 }
@@ -60,6 +65,7 @@ pub struct Metrics {
     upstream_idle: Gauge,
     ring_version: Gauge<u64, AtomicU64>,
     ring_backends: Gauge,
+    ring_info: Family<RingLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +89,7 @@ impl Metrics {
         let upstream_idle = Gauge::default();
         let ring_version = Gauge::<u64, AtomicU64>::default();
         let ring_backends = Gauge::default();
+        let ring_info = Family::<RingLabels, Gauge>::default();
         registry.register(
             "responses",
             "Responses relayed from backends, by backend and status code",
@@ -138,6 +145,11 @@ impl Metrics {
             "Backends in the current ring",
             ring_backends.clone(),
         );
+        registry.register(
+            "ring_info",
+            "1 for the current ring's fingerprint (placement, vnodes, members and weights): replicas with the same membership show the same one",
+            ring_info.clone(),
+        );
         Metrics {
             registry,
             responses,
@@ -151,6 +163,7 @@ impl Metrics {
             upstream_idle,
             ring_version,
             ring_backends,
+            ring_info,
         }
     }
 
@@ -221,6 +234,12 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         self.ring_version.set(snapshot.version);
         self.ring_backends.set(snapshot.backends.len() as i64);
+        self.ring_info.clear();
+        self.ring_info
+            .get_or_create(&RingLabels {
+                fingerprint: snapshot.fingerprint.clone(),
+            })
+            .set(1);
         // Rebuilt from the snapshot so backends that left disappear from the output.
         self.backend_state.clear();
         let now = crate::clock::now_ms();

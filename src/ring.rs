@@ -51,17 +51,17 @@ impl Member {
 /// Why a member set cannot form a ring.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
-    #[error("vnodes must be at least 1")]
     /// `vnodes` was zero.
+    #[error("vnodes must be at least 1")]
     ZeroVnodes,
-    #[error("member {0:?} has weight 0; weights must be at least 1")]
     /// A member has weight zero.
+    #[error("member {0:?} has weight 0; weights must be at least 1")]
     ZeroWeight(String),
-    #[error("member id must not be empty")]
     /// A member id is empty.
+    #[error("member id must not be empty")]
     EmptyId,
-    #[error("member {0:?} is listed twice")]
     /// Two members share an id.
+    #[error("member {0:?} is listed twice")]
     DuplicateId(String),
     #[error(
         "ring would have {0} points, more than the limit of {MAX_POINTS}; lower vnodes or weights"
@@ -417,7 +417,7 @@ fn prev_same(owners: &[u32], members: usize) -> Vec<u32> {
 
 mod compare;
 
-pub use compare::{moved, Moved};
+pub use compare::{moved, Flow, Moved};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The `[proxy]`, `[admin]` and `[ring]` sections.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::fields::{duration, int_in, invalid, socket_addr, ConfigError};
@@ -42,6 +43,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token every admin call but `/healthz` must carry, when set.
     pub token: Option<String>,
+    /// Where membership changes are saved so they survive restarts, when set.
+    pub state_file: Option<PathBuf>,
 }
 
 impl TryFrom<RawProxy> for ProxyConfig {
@@ -91,9 +94,16 @@ impl TryFrom<RawAdmin> for AdminConfig {
                 "must not be empty; remove the field to disable auth",
             ));
         }
+        if raw.state_file.as_ref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(invalid(
+                "admin.state_file",
+                "must not be empty; remove the field to keep no state file",
+            ));
+        }
         Ok(AdminConfig {
             listen: socket_addr("admin.listen", raw.listen, "127.0.0.1:9090")?,
             token: raw.token,
+            state_file: raw.state_file.map(PathBuf::from),
         })
     }
 }

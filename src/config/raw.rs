@@ -38,6 +38,7 @@ pub(crate) struct RawProxy {
 pub(crate) struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub state_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

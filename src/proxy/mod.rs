@@ -13,7 +13,7 @@ mod upstream;
 pub use body::UpstreamBody;
 pub use error::ProxyError;
 pub use service::Proxy;
-pub use upstream::{connect, describe, Upstream, UpstreamError};
+pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
 
 /// Response bodies: either the backend's streamed body or one of ours. An enum rather than a
 /// boxed trait object, so relaying a response allocates nothing for its body.

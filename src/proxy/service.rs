@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
-use super::upstream::{ResponseBody, Upstream};
+use super::upstream::{ResponseBody, Timeouts, Upstream};
 use super::ProxyBody;
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::clock::now_ms;
@@ -25,12 +25,9 @@ use crate::{forwarded, hop};
 
 const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-backend");
 
-/// Shared by every connection of the proxy listener.
+/// Shared by every connection of one proxy worker.
 pub struct Proxy {
     cluster: Arc<Cluster>,
-    affinity: AffinityConfig,
-    config: ProxyConfig,
-    health: HealthConfig,
     /// This worker's connections to the backends.
     pool: Upstream,
     metrics: Arc<Metrics>,
@@ -45,24 +42,12 @@ struct Head {
 
 impl Proxy {
     /// A proxy with its own upstream pool; [`Proxy::with_own_pool`] makes one per worker.
-    pub fn new(
-        cluster: Arc<Cluster>,
-        affinity: AffinityConfig,
-        config: ProxyConfig,
-        health: HealthConfig,
-        metrics: Arc<Metrics>,
-    ) -> Proxy {
-        let pool = Upstream::new(
-            config.connect_timeout,
-            config.upstream_idle_timeout,
-            metrics.upstream_idle(),
-        );
+    /// Everything else it needs (settings included) comes from the cluster's snapshot, once
+    /// per request.
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
             cluster,
-            affinity,
-            config,
-            health,
-            pool,
+            pool: Upstream::new(metrics.upstream_idle()),
             metrics,
         }
     }
@@ -71,13 +56,7 @@ impl Proxy {
     /// connections are driven by tasks on the thread that opened them, so sharing a pool would
     /// hand requests across threads.
     pub fn with_own_pool(&self) -> Proxy {
-        Proxy::new(
-            self.cluster.clone(),
-            self.affinity.clone(),
-            self.config.clone(),
-            self.health.clone(),
-            self.metrics.clone(),
-        )
+        Proxy::new(self.cluster.clone(), self.metrics.clone())
     }
 
     /// Routes and forwards one request; every failure becomes the client's answer here.
@@ -97,12 +76,14 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
-        let position = self.position(&parts, peer)?;
         let snapshot = self.cluster.load();
+        let settings = &*snapshot.settings;
+        let position = position(&settings.affinity, &parts, peer)?;
         if snapshot.backends.is_empty() {
             return Err(ProxyError::NoBackends);
         }
-        let retry_after_send = self.config.retry_idempotent && is_idempotent(&parts.method);
+        let config = &settings.proxy;
+        let retry_after_send = config.retry_idempotent && is_idempotent(&parts.method);
         let body = RequestBody::new(body, retry_after_send)
             .await
             .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
@@ -117,7 +98,7 @@ impl Proxy {
                 skipped += 1;
                 continue;
             }
-            if attempts == self.config.max_attempts {
+            if attempts == config.max_attempts {
                 break;
             }
             let Some(attempt_body) = body.attempt() else {
@@ -127,7 +108,7 @@ impl Proxy {
                 self.metrics.retry(&backend.id);
             }
             attempts += 1;
-            let mut sent = self.send(&head, attempt_body, backend).await;
+            let mut sent = self.send(&head, attempt_body, backend, config).await;
             if matches!(sent, Err(ProxyError::Stale { .. }))
                 && is_idempotent(&head.method)
                 && body.replayable()
@@ -135,18 +116,18 @@ impl Proxy {
                 // Resent once, like a request that never left: the backend closed an idle
                 // connection as it went out, which says nothing about the backend's health.
                 if let Some(again) = body.attempt() {
-                    sent = self.send(&head, again, backend).await;
+                    sent = self.send(&head, again, backend, config).await;
                 }
             }
             match sent {
                 Ok(res) => {
-                    if self.health.fail_on_5xx && res.status().is_server_error() {
-                        self.failed(backend);
+                    if settings.health.fail_on_5xx && res.status().is_server_error() {
+                        self.failed(backend, &settings.health);
                     } else {
                         backend.health.record_success();
                     }
                     self.metrics.response(&backend.id, res.status().as_u16());
-                    return Ok(self.downstream_response(res, backend));
+                    return Ok(downstream_response(res, backend, config.debug_headers));
                 }
                 Err(error) => {
                     if let ProxyError::Stale { .. } = error {
@@ -155,7 +136,7 @@ impl Proxy {
                     self.metrics.upstream_error(&backend.id, error.kind());
                     let unsent = error.unsent();
                     if unsent {
-                        self.failed(backend);
+                        self.failed(backend, &settings.health);
                     }
                     last_error = Some(error);
                     // A request that reached the backend is only sent again when that is safe.
@@ -169,24 +150,13 @@ impl Proxy {
         Err(last_error.unwrap_or(ProxyError::AllDown { skipped }))
     }
 
-    /// The ring position to start from: the key's hash, or a random one when there is no key.
-    fn position(&self, parts: &Parts, peer: SocketAddr) -> Result<u64, ProxyError> {
-        match self.affinity.extract(parts, peer.ip()) {
-            Some(key) => Ok(hash_key(&key)),
-            None => match self.affinity.on_missing {
-                OnMissing::Reject => Err(ProxyError::MissingKey(self.affinity.describe())),
-                // A random point picks a backend in proportion to its share, then fails over.
-                OnMissing::Random => Ok(rand::random()),
-            },
-        }
-    }
-
     /// One attempt against one backend, bounded by the request timeout.
     async fn send(
         &self,
         head: &Head,
         body: UpstreamBody,
         backend: &Backend,
+        config: &ProxyConfig,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
@@ -201,10 +171,14 @@ impl Proxy {
             }
         }
 
-        let sent = self.pool.send(&backend.address, req, || {
+        let timeouts = Timeouts {
+            connect: config.connect_timeout,
+            idle: config.upstream_idle_timeout,
+        };
+        let sent = self.pool.send(&backend.address, req, timeouts, || {
             self.metrics.upstream_opened(&backend.id);
         });
-        match tokio::time::timeout(self.config.request_timeout, sent).await {
+        match tokio::time::timeout(config.request_timeout, sent).await {
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => {
                 let error = ProxyError::upstream(&backend.id, &e);
@@ -217,7 +191,7 @@ impl Proxy {
                 Err(error)
             }
             Err(_elapsed) => {
-                tracing::warn!(backend = %backend.id, timeout = ?self.config.request_timeout, "upstream request timed out");
+                tracing::warn!(backend = %backend.id, timeout = ?config.request_timeout, "upstream request timed out");
                 Err(ProxyError::Timeout {
                     backend: backend.id.to_string(),
                 })
@@ -225,29 +199,14 @@ impl Proxy {
         }
     }
 
-    fn failed(&self, backend: &Backend) {
-        if let Transition::Ejected(length) = backend.health.record_failure(now_ms(), &self.health) {
+    fn failed(&self, backend: &Backend, health: &HealthConfig) {
+        if let Transition::Ejected(length) = backend.health.record_failure(now_ms(), health) {
             tracing::warn!(
                 backend = %backend.id, address = %backend.address, eject_for = ?length,
-                "backend ejected after {} consecutive failures", self.health.fail_threshold
+                "backend ejected after {} consecutive failures", health.fail_threshold
             );
             self.metrics.ejection(&backend.id);
         }
-    }
-
-    fn downstream_response(
-        &self,
-        res: Response<ResponseBody>,
-        backend: &Backend,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = res.into_parts();
-        hop::strip(&mut parts.headers);
-        if self.config.debug_headers {
-            if let Ok(v) = HeaderValue::from_str(&backend.id) {
-                parts.headers.insert(X_RINGPROXY_BACKEND, v);
-            }
-        }
-        Response::from_parts(parts, Either::Left(body))
     }
 }
 
@@ -283,4 +242,31 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
         path,
         headers: parts.headers,
     }
+}
+
+/// The ring position to start from: the key's hash, or a random one when there is no key.
+fn position(affinity: &AffinityConfig, parts: &Parts, peer: SocketAddr) -> Result<u64, ProxyError> {
+    match affinity.extract(parts, peer.ip()) {
+        Some(key) => Ok(hash_key(&key)),
+        None => match affinity.on_missing {
+            OnMissing::Reject => Err(ProxyError::MissingKey(affinity.describe())),
+            // A random point picks a backend in proportion to its share, then fails over.
+            OnMissing::Random => Ok(rand::random()),
+        },
+    }
+}
+
+fn downstream_response(
+    res: Response<ResponseBody>,
+    backend: &Backend,
+    debug_headers: bool,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    hop::strip(&mut parts.headers);
+    if debug_headers {
+        if let Ok(v) = HeaderValue::from_str(&backend.id) {
+            parts.headers.insert(X_RINGPROXY_BACKEND, v);
+        }
+    }
+    Response::from_parts(parts, Either::Left(body))
 }

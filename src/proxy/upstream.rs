@@ -40,9 +40,9 @@ pub struct Upstream {
 struct Pool {
     /// Keyed by address. foldhash: SipHash of the key was a measurable part of each request.
     idle: Mutex<HashMap<Arc<str>, Vec<Idle>, foldhash::fast::RandomState>>,
-    connect_timeout: Duration,
-    /// Idle connections older than this are closed.
-    idle_timeout: Duration,
+    /// How often the sweeper looks for expired idle connections, in ms: a quarter of the
+    /// shortest idle timeout seen (settings can change on reload).
+    sweep_every_ms: std::sync::atomic::AtomicU64,
     /// Idle connections, summed over every worker's pool.
     idle_gauge: Gauge,
     /// Set once the task that closes expired idle connections runs.
@@ -51,20 +51,30 @@ struct Pool {
 
 struct Idle {
     sender: SendRequest<UpstreamBody>,
-    since: Instant,
+    /// Closed by the sweeper after this.
+    expires: Instant,
+}
+
+/// The timeouts of one exchange, from the settings of the request's snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect, when a new connection is needed.
+    pub connect: Duration,
+    /// How long the connection may then sit idle in the pool.
+    pub idle: Duration,
 }
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("tcp connect error")]
     /// The TCP connect failed.
+    #[error("tcp connect error")]
     Connect(#[source] io::Error),
-    #[error("connect timed out")]
     /// The TCP connect did not finish within the connect timeout.
+    #[error("connect timed out")]
     ConnectTimeout,
-    #[error(transparent)]
     /// The HTTP exchange failed after connecting.
+    #[error(transparent)]
     Exchange(hyper::Error),
     /// A reused connection closed before any answer: typically the backend timed it out
     /// just as the request went out. The backend did not process it as far as we can tell.
@@ -73,13 +83,12 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    /// An empty pool; idle connections are closed after `idle_timeout`.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, idle_gauge: Gauge) -> Upstream {
+    /// An empty pool; `idle_gauge` counts its idle connections.
+    pub fn new(idle_gauge: Gauge) -> Upstream {
         Upstream {
             pool: Arc::new(Pool {
                 idle: Mutex::new(HashMap::default()),
-                connect_timeout,
-                idle_timeout,
+                sweep_every_ms: u64::MAX.into(),
                 idle_gauge,
                 sweeping: false.into(),
             }),
@@ -92,11 +101,12 @@ impl Upstream {
         &self,
         address: &Arc<str>,
         mut req: Request<UpstreamBody>,
+        timeouts: Timeouts,
         opened: impl FnOnce(),
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         while let Some(mut sender) = self.pool.take(address) {
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok(self.lease(res, sender, address)),
+                Ok(res) => return Ok(self.lease(res, sender, address, timeouts.idle)),
                 Err(mut e) => match e.take_message() {
                     // The connection closed before the request went out: nothing was sent,
                     // so the same request (body untouched) can take another connection.
@@ -114,10 +124,10 @@ impl Upstream {
         }
         // Boxed: the connect future is large and rarely needed; inline it would be moved
         // around with every request's future.
-        let mut sender = Box::pin(connect(address, self.pool.connect_timeout)).await?;
+        let mut sender = Box::pin(connect(address, timeouts.connect)).await?;
         opened();
         match sender.send_request(req).await {
-            Ok(res) => Ok(self.lease(res, sender, address)),
+            Ok(res) => Ok(self.lease(res, sender, address, timeouts.idle)),
             Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
@@ -127,11 +137,13 @@ impl Upstream {
         res: Response<Incoming>,
         sender: SendRequest<UpstreamBody>,
         address: &Arc<str>,
+        idle: Duration,
     ) -> Response<ResponseBody> {
         let lease = Lease {
             sender,
             address: address.clone(),
             pool: self.pool.clone(),
+            idle,
         };
         res.map(|body| {
             let mut body = ResponseBody {
@@ -185,7 +197,13 @@ impl Pool {
         taken
     }
 
-    fn put(self: &Arc<Pool>, address: Arc<str>, sender: SendRequest<UpstreamBody>) {
+    fn put(
+        self: &Arc<Pool>,
+        address: Arc<str>,
+        sender: SendRequest<UpstreamBody>,
+        idle_timeout: Duration,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
         if sender.is_closed() {
             return;
         }
@@ -194,11 +212,18 @@ impl Pool {
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push(Idle {
                 sender,
-                since: Instant::now(),
+                expires: Instant::now() + idle_timeout,
             });
             self.idle_gauge.inc();
         }
         drop(idle);
+        // An idle connection lives at most a quarter longer than its timeout.
+        let every = (idle_timeout / 4)
+            .max(Duration::from_millis(10))
+            .as_millis() as u64;
+        if every < self.sweep_every_ms.load(Relaxed) {
+            self.sweep_every_ms.fetch_min(every, Relaxed);
+        }
         self.start_sweeping();
     }
 
@@ -213,19 +238,19 @@ impl Pool {
             return;
         };
         let pool = Arc::downgrade(self);
-        // An idle connection lives at most a quarter longer than the timeout.
-        let period = (self.idle_timeout / 4).max(Duration::from_millis(10));
         runtime.spawn(async move {
-            let mut tick = tokio::time::interval(period);
             loop {
-                tick.tick().await;
+                let every = match pool.upgrade() {
+                    Some(pool) => pool.sweep_every_ms.load(Ordering::Relaxed),
+                    None => return,
+                };
+                tokio::time::sleep(Duration::from_millis(every)).await;
                 let Some(pool) = pool.upgrade() else { return };
                 let now = Instant::now();
-                let limit = pool.idle_timeout;
                 let mut closed = 0;
                 lock(&pool.idle).retain(|_, list| {
                     let before = list.len();
-                    list.retain(|e| !e.sender.is_closed() && now.duration_since(e.since) <= limit);
+                    list.retain(|e| !e.sender.is_closed() && now <= e.expires);
                     closed += before - list.len();
                     !list.is_empty()
                 });
@@ -285,6 +310,7 @@ struct Lease {
     sender: SendRequest<UpstreamBody>,
     address: Arc<str>,
     pool: Arc<Pool>,
+    idle: Duration,
 }
 
 /// A backend's response body. Reading it to the end returns its connection to the pool;
@@ -303,7 +329,7 @@ impl ResponseBody {
 
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.pool.put(lease.address, lease.sender);
+            lease.pool.put(lease.address, lease.sender, lease.idle);
         }
     }
 }

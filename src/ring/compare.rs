@@ -14,8 +14,19 @@ use super::Ring;
 pub struct Moved {
     /// Share of the hash space (= expected share of keys) whose owner changes, 0.0 to 1.0.
     pub share: f64,
-    /// Where it goes: `(from, to, share)`, largest first; `None` is "no owner" (an empty ring).
-    pub flows: Vec<(Option<Arc<str>>, Option<Arc<str>>, f64)>,
+    /// Where it goes, largest first.
+    pub flows: Vec<Flow>,
+}
+
+/// A share of the hash space that changes owner from one member to another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// The owner before; `None` when the old ring was empty.
+    pub from: Option<Arc<str>>,
+    /// The owner after; `None` when the new ring is empty.
+    pub to: Option<Arc<str>>,
+    /// Share of the hash space.
+    pub share: f64,
 }
 
 const CIRCLE: f64 = 18_446_744_073_709_551_616.0; // 2^64
@@ -41,11 +52,12 @@ pub fn moved(old: &Ring, new: &Ring) -> Moved {
             .enumerate()
             .map(|(i, (_, s))| {
                 let id = Some(side.members[i].id.clone());
-                if old.hashes.is_empty() {
-                    (None, id, s)
+                let (from, to) = if old.hashes.is_empty() {
+                    (None, id)
                 } else {
-                    (id, None, s)
-                }
+                    (id, None)
+                };
+                Flow { from, to, share: s }
             })
             .collect();
         return Moved { share, flows };
@@ -98,15 +110,18 @@ pub fn moved(old: &Ring, new: &Ring) -> Moved {
     }
     let mut flows: Vec<_> = flows
         .into_iter()
-        .map(|((f, t), len)| {
-            (
-                Some(old.members[f as usize].id.clone()),
-                Some(new.members[t as usize].id.clone()),
-                len as f64 / CIRCLE,
-            )
+        .map(|((f, t), len)| Flow {
+            from: Some(old.members[f as usize].id.clone()),
+            to: Some(new.members[t as usize].id.clone()),
+            share: len as f64 / CIRCLE,
         })
         .collect();
-    flows.sort_by(|x, y| y.2.total_cmp(&x.2).then_with(|| x.0.cmp(&y.0)));
+    flows.sort_by(|x, y| {
+        y.share
+            .total_cmp(&x.share)
+            .then_with(|| x.from.cmp(&y.from))
+            .then_with(|| x.to.cmp(&y.to))
+    });
     Moved {
         share: (moved as f64 / CIRCLE).min(1.0),
         flows,
@@ -164,9 +179,13 @@ mod tests {
         let new = ring(&[("a", 1), ("b", 1), ("c", 1), ("d", 1), ("e", 1)], 160);
         let m = moved(&old, &new);
         let e_share = new.shares()[new.index_of("e").unwrap()].1;
-        assert!((m.share - e_share).abs() < 1e-12, "{} vs {e_share}", m.share);
-        assert!(m.flows.iter().all(|f| f.1.as_deref() == Some("e")));
-        let total: f64 = m.flows.iter().map(|f| f.2).sum();
+        assert!(
+            (m.share - e_share).abs() < 1e-12,
+            "{} vs {e_share}",
+            m.share
+        );
+        assert!(m.flows.iter().all(|f| f.to.as_deref() == Some("e")));
+        let total: f64 = m.flows.iter().map(|f| f.share).sum();
         assert!((total - m.share).abs() < 1e-12);
         assert!((m.share - sampled(&old, &new, 200_000)).abs() < 0.01);
     }
@@ -195,7 +214,7 @@ mod tests {
         let m = moved(&Ring::empty(50), &r);
         assert_eq!(m.share, 1.0);
         assert_eq!(m.flows.len(), 2);
-        assert!(m.flows.iter().all(|f| f.0.is_none()));
+        assert!(m.flows.iter().all(|f| f.from.is_none()));
         let single = ring(&[("a", 1)], 1);
         let other = ring(&[("b", 1)], 1);
         assert_eq!(moved(&single, &other).share, 1.0);
@@ -207,8 +226,14 @@ mod tests {
         let b = ring(&[("b", 2), ("a", 1)], 100);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 16);
-        assert_ne!(a.fingerprint(), ring(&[("a", 1), ("b", 1)], 100).fingerprint());
-        assert_ne!(a.fingerprint(), ring(&[("a", 1), ("b", 2)], 101).fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            ring(&[("a", 1), ("b", 1)], 100).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            ring(&[("a", 1), ("b", 2)], 101).fingerprint()
+        );
         assert_ne!(
             a.fingerprint(),
             ring(&[("a", 1), ("b", 2), ("c", 1)], 100).fingerprint()

@@ -15,25 +15,44 @@ use crate::health::Transition;
 use crate::proxy::{connect, describe, UpstreamBody};
 use crate::snapshot::{Backend, Cluster};
 
-/// Checks every backend of the current snapshot each interval until `shutdown` fires.
-pub async fn run(cluster: Arc<Cluster>, config: ActiveConfig, shutdown: CancellationToken) {
-    let config = Arc::new(config);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Checks every backend of the current snapshot each interval until `shutdown` fires. The
+/// `[health.active]` settings are read from the snapshot each round, so a reload can turn
+/// checks on, off or change them.
+pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut logged: Option<ActiveConfig> = None;
     loop {
+        let started = tokio::time::Instant::now();
+        let snapshot = cluster.load();
+        let active = snapshot.settings.health.active.clone();
+        if active != logged {
+            match &active {
+                Some(a) => {
+                    tracing::info!(path = %a.path, interval = ?a.interval, "active health checks on")
+                }
+                None if logged.is_some() => tracing::info!("active health checks off"),
+                None => {}
+            }
+            logged.clone_from(&active);
+        }
+        // Off: look again in a second, in case a reload turns them on.
+        let mut next = started + Duration::from_secs(1);
+        if let Some(config) = active {
+            next = started + config.interval;
+            let config = Arc::new(config);
+            let mut checks = JoinSet::new();
+            for backend in &snapshot.backends {
+                let (backend, config) = (backend.clone(), config.clone());
+                checks.spawn(async move { check(&backend, &config).await });
+            }
+            drop(snapshot);
+            // Every check is bounded by the timeout (at most the interval), so a round ends
+            // before the next one is due.
+            while checks.join_next().await.is_some() {}
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(next) => {}
         }
-        let snapshot = cluster.load();
-        let mut checks = JoinSet::new();
-        for backend in &snapshot.backends {
-            let (backend, config) = (backend.clone(), config.clone());
-            checks.spawn(async move { check(&backend, &config).await });
-        }
-        drop(snapshot);
-        // Every check is bounded by the timeout, so this round ends before the next tick.
-        while checks.join_next().await.is_some() {}
     }
 }
 

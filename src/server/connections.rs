@@ -65,11 +65,12 @@ impl Arrivals {
 }
 
 /// Serves connections from `source` until `shutdown` fires or the source ends, each with
-/// `handler`; then drains them within `grace`.
+/// `handler`; then drains them within the grace period `grace` answers at that moment (the
+/// setting can change on reload).
 pub async fn serve<H, F, B>(
     mut source: Arrivals,
     shutdown: CancellationToken,
-    grace: Duration,
+    grace: Grace,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -122,8 +123,11 @@ pub async fn serve<H, F, B>(
     // Let go of the listening socket now, not when `serve` returns: new connections are
     // refused during the drain.
     drop(source);
-    conns.shutdown(grace).await;
+    conns.shutdown(grace()).await;
 }
+
+/// The shutdown grace period, read when the shutdown starts.
+pub type Grace = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// Backs off after failed accepts instead of spinning on them.
 #[derive(Default)]

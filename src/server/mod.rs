@@ -6,26 +6,26 @@ mod connections;
 mod workers;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use connections::{serve, Arrivals};
+use connections::{serve, Arrivals, Grace};
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::config::HealthConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::snapshot::{ChangeError, Cluster};
+use crate::reload::Reloader;
+use crate::snapshot::{Cluster, StartError};
 
-#[derive(Debug, thiserror::Error)]
 /// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
     /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         /// Which listener (the config field).
         what: &'static str,
@@ -34,14 +34,14 @@ pub enum ServeError {
         /// The operating system's reason.
         source: std::io::Error,
     },
-    #[error("invalid backends: {0}")]
-    /// The configured backends do not form a valid ring.
-    Backends(#[from] ChangeError),
-    #[error("cannot start a proxy worker: {0}")]
+    /// The state file or the backends cannot be used.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// A worker thread could not start.
+    #[error("cannot start a proxy worker: {0}")]
     Worker(std::io::Error),
-    #[error("a proxy worker stopped unexpectedly")]
     /// A worker thread panicked.
+    #[error("a proxy worker stopped unexpectedly")]
     WorkerPanicked,
 }
 
@@ -53,17 +53,28 @@ pub struct Server {
     admin: Arc<Admin>,
     metrics: Arc<Metrics>,
     cluster: Arc<Cluster>,
-    health: HealthConfig,
-    grace: Duration,
+    reloader: Arc<Reloader>,
     workers: usize,
 }
 
 impl Server {
-    /// Binds the proxy and admin listeners and builds the cluster from `config`.
+    /// Binds the proxy and admin listeners and builds the cluster from `config`; reloads are
+    /// refused (there is no file to read).
     pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        Server::bind_with_reload(config, None).await
+    }
+
+    /// [`Server::bind`], reloading from `path` on [`Reloader::reload`] (`SIGHUP`,
+    /// `POST /reload`).
+    pub async fn bind_with_reload(
+        config: &Config,
+        path: Option<PathBuf>,
+    ) -> Result<Server, ServeError> {
         let bind_error = |what: &'static str, addr: SocketAddr| {
             move |source| ServeError::Bind { what, addr, source }
         };
+        // The state file first: a bad one must stop the start before anything listens.
+        let cluster = Arc::new(Cluster::new(config)?);
         let addr = config.proxy.listen;
         let proxy_listener = TcpListener::bind(addr)
             .await
@@ -72,19 +83,13 @@ impl Server {
         let admin_listener = TcpListener::bind(addr)
             .await
             .map_err(bind_error("admin.listen", addr))?;
-        let cluster = Arc::new(Cluster::new(config.vnodes, &config.backends)?);
         let metrics = Arc::new(Metrics::new());
-        let proxy = Proxy::new(
-            cluster.clone(),
-            config.affinity.clone(),
-            config.proxy.clone(),
-            config.health.clone(),
-            metrics.clone(),
-        );
+        let proxy = Proxy::new(cluster.clone(), metrics.clone());
+        let reloader = Arc::new(Reloader::new(path, cluster.clone()));
         let admin = Arc::new(Admin::new(
             cluster.clone(),
             metrics.clone(),
-            config.admin.token.clone(),
+            reloader.clone(),
         ));
         Ok(Server {
             proxy_listener,
@@ -93,10 +98,14 @@ impl Server {
             admin,
             metrics,
             cluster,
-            health: config.health.clone(),
-            grace: config.proxy.shutdown_grace,
+            reloader,
             workers: config.proxy.workers,
         })
+    }
+
+    /// What reloads the config file; `SIGHUP` handlers call it.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// The proxy listener's address.
@@ -132,29 +141,24 @@ impl Server {
         // Also stops the workers if this future is dropped before `shutdown` fires.
         let shutdown = shutdown.child_token();
         let _stop_workers = shutdown.clone().drop_guard();
+        let cluster = self.cluster.clone();
+        let grace: Grace = Arc::new(move || cluster.load().settings.proxy.shutdown_grace);
         let (mut lanes, mut workers) = (Vec::new(), Vec::new());
         for index in 0..self.workers {
             let proxy = self.proxy.with_own_pool();
             let load = self.metrics.worker_connections(index);
-            let (lane, done) = workers::spawn(index, proxy, load, shutdown.clone(), self.grace)?;
+            let (lane, done) = workers::spawn(index, proxy, load, shutdown.clone(), grace.clone())?;
             lanes.push(lane);
             workers.push(done);
         }
         let proxy_accept = workers::accept(self.proxy_listener, lanes, shutdown.clone());
 
-        if let Some(active) = self.health.active.clone() {
-            tracing::info!(path = %active.path, interval = ?active.interval, "active health checks on");
-            tokio::spawn(checks::run(
-                self.cluster.clone(),
-                active,
-                shutdown.child_token(),
-            ));
-        }
+        tokio::spawn(checks::run(self.cluster.clone(), shutdown.child_token()));
         let admin = self.admin;
         let admin_done = serve(
             Arrivals::Listener(self.admin_listener),
             shutdown.clone(),
-            self.grace,
+            grace,
             move |req, _| {
                 let admin = admin.clone();
                 async move { admin.handle(req).await }

@@ -8,14 +8,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::connections::{serve, AcceptBackoff, Arrivals, Handoff, Live};
+use super::connections::{serve, AcceptBackoff, Arrivals, Grace, Handoff, Live};
 use super::ServeError;
 use crate::proxy::Proxy;
 
@@ -35,7 +34,7 @@ pub fn spawn(
     proxy: Proxy,
     load: Gauge,
     shutdown: CancellationToken,
-    grace: Duration,
+    grace: Grace,
 ) -> Result<(Lane, Done), ServeError> {
     let (handoffs, rx) = mpsc::unbounded_channel();
     let (done_tx, done) = oneshot::channel();

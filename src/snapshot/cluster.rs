@@ -1,0 +1,377 @@
+//! [`Cluster`]: the holder of the current snapshot, and the one build-and-swap path every
+//! change goes through.
+//!
+//! Writers take a mutex first, so two concurrent changes cannot both start from the same old
+//! snapshot and lose one of them. Under it a change edits a copy ([`Draft`]), the next snapshot
+//! is built (the ring only when ids, weights or vnodes changed), the membership is saved to the
+//! state file if there is one, and only then is the snapshot swapped in: what the file says
+//! and what the proxy routes with never disagree.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+
+use super::view::{Backend, Origin, Settings, Snapshot};
+use crate::config::{validate_address, validate_id, validate_weight, BackendConfig, Config};
+use crate::health::BackendHealth;
+use crate::ring::RingError;
+use crate::state_file::{SavedBackend, StateError, StateFile};
+use crate::sync::lock;
+
+/// Why a change was refused; the snapshot is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The id is not acceptable.
+    #[error("invalid backend id: {0}")]
+    InvalidId(String),
+    /// The address is not acceptable.
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    /// The weight is not acceptable.
+    #[error("invalid weight: {0}")]
+    InvalidWeight(String),
+    /// No backend has this id.
+    #[error("no backend with id {0:?}")]
+    NotFound(String),
+    /// The new member set cannot form a ring.
+    #[error("{0}")]
+    Ring(#[from] RingError),
+    /// The state file could not be written, so nothing changed.
+    #[error("{0}")]
+    State(String),
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// A new backend joined.
+    Created,
+    /// An existing backend changed.
+    Updated,
+    /// The backend was already so.
+    Unchanged,
+}
+
+/// The holder: the current snapshot and the lock that serializes writers.
+pub struct Cluster {
+    current: ArcSwap<Snapshot>,
+    writer: Mutex<Writer>,
+}
+
+/// What only writers see, under the lock.
+pub(super) struct Writer {
+    pub vnodes: u32,
+    /// The `[[backends]]` of the config file last read: a reload changes membership only when
+    /// this list changes, so admin changes survive reloads of an unchanged file.
+    pub file_backends: Vec<BackendConfig>,
+    pub state: Option<StateFile>,
+    /// The config as started: listeners, workers and the state file cannot change on reload.
+    pub started: Config,
+}
+
+/// A copy of the state that a change edits.
+pub(super) struct Draft {
+    pub backends: Vec<Backend>,
+    /// The members as they were, to carry health over from.
+    pub backends_before: Vec<Backend>,
+    pub settings: Arc<Settings>,
+    pub vnodes: u32,
+    /// A new config file's `[[backends]]`, remembered once the change is published.
+    pub file_backends: Option<Vec<BackendConfig>>,
+}
+
+impl Cluster {
+    /// The cluster `config` describes. With a state file configured and present, membership
+    /// comes from the state file alone (the config's `[[backends]]` are ignored); a state file
+    /// that exists but cannot be used is an error, never a fallback to a smaller ring.
+    pub fn new(config: &Config) -> Result<Cluster, StartError> {
+        let state = config.admin.state_file.as_ref().map(StateFile::new);
+        let saved = match &state {
+            Some(s) => s.load()?,
+            None => None,
+        };
+        let backends = match &saved {
+            Some(list) => {
+                tracing::info!(
+                    path = %state.as_ref().expect("loaded from it").path().display(),
+                    backends = list.len(),
+                    "membership from the state file; the config's [[backends]] are not used"
+                );
+                list.iter()
+                    .map(|s| {
+                        let b = backend(&s.id, &s.address, i64::from(s.weight))?;
+                        b.health.set_draining(s.draining);
+                        Ok(Backend {
+                            origin: Origin::from_label(&s.origin),
+                            ..b
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ChangeError>>()?
+            }
+            None => config
+                .backends
+                .iter()
+                .map(|b| backend(&b.id, &b.address, i64::from(b.weight)))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let settings = Arc::new(Settings::of(config));
+        let snapshot = Snapshot::build(1, config.vnodes, backends, settings)?;
+        Ok(Cluster {
+            current: ArcSwap::from_pointee(snapshot),
+            writer: Mutex::new(Writer {
+                vnodes: config.vnodes,
+                file_backends: config.backends.clone(),
+                state,
+                started: config.clone(),
+            }),
+        })
+    }
+
+    /// The current snapshot: one atomic load.
+    #[inline]
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Adds a backend, or changes the address/weight of an existing one.
+    pub fn upsert(&self, id: &str, address: &str, weight: i64) -> Result<Upsert, ChangeError> {
+        let new = backend(id, address, weight)?;
+        self.change(|_, draft| {
+            Ok(match draft.backends.iter_mut().find(|b| *b.id == *id) {
+                Some(b) if b.address == new.address && b.weight == new.weight => Upsert::Unchanged,
+                Some(b) => {
+                    *b = carry(b, new);
+                    Upsert::Updated
+                }
+                None => {
+                    draft.backends.push(new);
+                    Upsert::Created
+                }
+            })
+        })
+        .map(|(outcome, _, _)| outcome)
+    }
+
+    /// Removes a backend from the ring.
+    pub fn remove(&self, id: &str) -> Result<(), ChangeError> {
+        self.change(|_, draft| {
+            let before = draft.backends.len();
+            draft.backends.retain(|b| *b.id != *id);
+            if draft.backends.len() == before {
+                return Err(ChangeError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Drains or undrains a backend: it keeps its points, so undrain returns exactly its keys.
+    /// Saved to the state file before it takes effect.
+    pub fn set_draining(&self, id: &str, draining: bool) -> Result<Backend, ChangeError> {
+        let w = lock(&self.writer);
+        let snapshot = self.load();
+        let b = snapshot
+            .get(id)
+            .ok_or_else(|| ChangeError::NotFound(id.to_string()))?;
+        if b.health.is_draining() != draining {
+            if let Some(state) = &w.state {
+                state
+                    .save(saved(&snapshot.backends, Some((id, draining))))
+                    .map_err(|e| ChangeError::State(e.to_string()))?;
+            }
+            b.health.set_draining(draining);
+        }
+        Ok(b.clone())
+    }
+
+    /// Replaces the members discovery found for `origin` with `found` (`(id, address, weight)`),
+    /// keeping the health of those that stay. Ids already present with another origin are left
+    /// to that origin.
+    pub fn set_discovered(
+        &self,
+        origin: &Origin,
+        found: &[(String, String, u32)],
+    ) -> Result<(), ChangeError> {
+        let mut list = Vec::with_capacity(found.len());
+        for (id, address, weight) in found {
+            list.push(Backend {
+                origin: origin.clone(),
+                ..backend(id, address, i64::from(*weight))?
+            });
+        }
+        self.change(|_, draft| {
+            let mut next: Vec<Backend> = Vec::with_capacity(draft.backends.len() + list.len());
+            for b in draft.backends.drain(..) {
+                if b.origin != *origin {
+                    next.push(b);
+                }
+            }
+            for new in list {
+                if let Some(other) = next.iter().find(|b| b.id == new.id) {
+                    tracing::warn!(backend = %new.id, origin = %other.origin.label(), "discovered member already present; kept the existing one");
+                    continue;
+                }
+                let old = find(&draft.backends_before, &new.id);
+                next.push(match old {
+                    Some(o) => carry(o, new),
+                    None => new,
+                });
+            }
+            draft.backends = next;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Runs `edit` on a copy under the writer lock and publishes the result as one swap:
+    /// answers `edit`'s result with the snapshots before and after (the same one if nothing
+    /// changed).
+    pub(super) fn change<T>(
+        &self,
+        edit: impl FnOnce(&Writer, &mut Draft) -> Result<T, ChangeError>,
+    ) -> Result<(T, Arc<Snapshot>, Arc<Snapshot>), ChangeError> {
+        let mut w = lock(&self.writer);
+        let old = self.current.load_full();
+        let mut draft = Draft {
+            backends: old.backends.clone(),
+            backends_before: old.backends.clone(),
+            settings: old.settings.clone(),
+            vnodes: w.vnodes,
+            file_backends: None,
+        };
+        let result = edit(&w, &mut draft)?;
+        let new = self.commit(&mut w, &old, draft)?;
+        Ok((result, old, new))
+    }
+
+    fn commit(
+        &self,
+        w: &mut Writer,
+        old: &Arc<Snapshot>,
+        mut draft: Draft,
+    ) -> Result<Arc<Snapshot>, ChangeError> {
+        draft.backends.sort_by(|a, b| a.id.cmp(&b.id));
+        let same_ring = draft.vnodes == old.ring.vnodes()
+            && draft.backends.len() == old.backends.len()
+            && draft
+                .backends
+                .iter()
+                .zip(&old.backends)
+                .all(|(a, b)| a.id == b.id && a.weight == b.weight);
+        let same_members = same_ring
+            && draft
+                .backends
+                .iter()
+                .zip(&old.backends)
+                .all(|(a, b)| a.address == b.address && a.origin == b.origin);
+        if let Some(list) = draft.file_backends.take() {
+            w.file_backends = list;
+        }
+        if same_members && *draft.settings == *old.settings {
+            return Ok(old.clone());
+        }
+        let next = if same_members {
+            Snapshot::with_ring(
+                old.version,
+                old.ring.clone(),
+                draft.backends,
+                draft.settings,
+            )
+        } else if same_ring {
+            Snapshot::with_ring(
+                old.version + 1,
+                old.ring.clone(),
+                draft.backends,
+                draft.settings,
+            )
+        } else {
+            Snapshot::build(
+                old.version + 1,
+                draft.vnodes,
+                draft.backends,
+                draft.settings,
+            )?
+        };
+        if !same_members {
+            if let Some(state) = &w.state {
+                state
+                    .save(saved(&next.backends, None))
+                    .map_err(|e| ChangeError::State(e.to_string()))?;
+            }
+        }
+        w.vnodes = draft.vnodes;
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        Ok(next)
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state file exists but cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The backends do not form a valid ring.
+    #[error("invalid backends: {0}")]
+    Backends(#[from] ChangeError),
+}
+
+impl From<RingError> for StartError {
+    fn from(e: RingError) -> Self {
+        StartError::Backends(e.into())
+    }
+}
+
+pub(super) fn find<'a>(list: &'a [Backend], id: &str) -> Option<&'a Backend> {
+    list.iter().find(|b| *b.id == *id)
+}
+
+/// `new` in place of `old` (same id): same address keeps its health history; a new address is
+/// a new server and starts fresh, but an operator's drain stays.
+pub(super) fn carry(old: &Backend, new: Backend) -> Backend {
+    let health = if old.address == new.address {
+        old.health.clone()
+    } else {
+        let h = Arc::new(BackendHealth::default());
+        h.set_draining(old.health.is_draining());
+        h
+    };
+    Backend { health, ..new }
+}
+
+/// The membership as the state file stores it; `drain` overrides one backend's flag.
+fn saved(backends: &[Backend], drain: Option<(&str, bool)>) -> Vec<SavedBackend> {
+    backends
+        .iter()
+        .map(|b| SavedBackend {
+            id: b.id.to_string(),
+            address: b.address.to_string(),
+            weight: b.weight,
+            draining: match drain {
+                Some((id, d)) if id == &*b.id => d,
+                _ => b.health.is_draining(),
+            },
+            origin: b.origin.label().to_string(),
+        })
+        .collect()
+}
+
+/// Validates and builds one static backend.
+pub(super) fn backend(id: &str, address: &str, weight: i64) -> Result<Backend, ChangeError> {
+    validate_id(id).map_err(ChangeError::InvalidId)?;
+    validate_address(address).map_err(ChangeError::InvalidAddress)?;
+    let weight = validate_weight(weight).map_err(ChangeError::InvalidWeight)?;
+    let authority: Authority = address
+        .parse()
+        .map_err(|_| ChangeError::InvalidAddress(address.to_string()))?;
+    Ok(Backend {
+        id: id.into(),
+        address: address.into(),
+        weight,
+        authority,
+        health: Arc::new(BackendHealth::default()),
+        origin: Origin::Static,
+    })
+}
