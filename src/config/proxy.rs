@@ -34,6 +34,17 @@ pub struct ProxyConfig {
     pub retry_idempotent: bool,
     /// Threads serving proxy traffic, each with its own runtime and upstream pool.
     pub workers: usize,
+    /// From accept to a complete first request head; a silent client is closed after it.
+    pub client_header_timeout: Duration,
+    /// HTTP/1 keep-alive: idle time allowed between two requests.
+    pub client_keepalive_timeout: Duration,
+    /// HTTP/2: time allowed without an open stream.
+    pub client_idle_timeout: Duration,
+    /// Time a response may wait on a client that is not reading it; past it the client and
+    /// its backend connection are closed.
+    pub send_timeout: Duration,
+    /// Client connections open at once (per process); past it, accepting waits.
+    pub max_connections: usize,
 }
 
 /// `[admin]`: the admin API listener.
@@ -45,6 +56,8 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Where membership changes are saved so they survive restarts, when set.
     pub state_file: Option<PathBuf>,
+    /// Serve a non-loopback admin listener without a token, on purpose.
+    pub insecure: bool,
 }
 
 impl TryFrom<RawProxy> for ProxyConfig {
@@ -80,8 +93,49 @@ impl TryFrom<RawProxy> for ProxyConfig {
             max_attempts: int_in("proxy.max_attempts", raw.max_attempts, 1..=100, 3)?,
             retry_idempotent: raw.retry_idempotent.unwrap_or(false),
             workers: int_in("proxy.workers", raw.workers, 1..=1024, cpus)?,
+            client_header_timeout: duration(
+                "proxy.client_header_timeout",
+                raw.client_header_timeout,
+                Duration::from_secs(10),
+            )?,
+            client_keepalive_timeout: duration(
+                "proxy.client_keepalive_timeout",
+                raw.client_keepalive_timeout,
+                Duration::from_secs(60),
+            )?,
+            client_idle_timeout: duration(
+                "proxy.client_idle_timeout",
+                raw.client_idle_timeout,
+                Duration::from_secs(60),
+            )?,
+            send_timeout: duration(
+                "proxy.send_timeout",
+                raw.send_timeout,
+                Duration::from_secs(60),
+            )?,
+            max_connections: int_in(
+                "proxy.max_connections",
+                raw.max_connections,
+                1..=1_000_000,
+                default_max_connections(),
+            )?,
         })
     }
+}
+
+/// Half the process's open-file limit, less a reserve for listeners, logs and health checks:
+/// each client connection may hold a backend connection too, so the limit cannot be reached
+/// through client connections alone (nginx needs `worker_connections` set by hand for this).
+fn default_max_connections() -> usize {
+    let soft = open_file_limit().unwrap_or(1024);
+    (soft.saturating_sub(64) / 2).clamp(16, 1_000_000)
+}
+
+/// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (Linux).
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 impl TryFrom<RawAdmin> for AdminConfig {
@@ -100,10 +154,21 @@ impl TryFrom<RawAdmin> for AdminConfig {
                 "must not be empty; remove the field to keep no state file",
             ));
         }
+        let listen = socket_addr("admin.listen", raw.listen, "127.0.0.1:9090")?;
+        let insecure = raw.insecure.unwrap_or(false);
+        if !listen.ip().is_loopback() && raw.token.is_none() && !insecure {
+            return Err(invalid(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({listen}) is not a loopback address: anyone who reaches it could change the ring; set a token, or `insecure = true` in [admin] if that network is trusted"
+                ),
+            ));
+        }
         Ok(AdminConfig {
-            listen: socket_addr("admin.listen", raw.listen, "127.0.0.1:9090")?,
+            listen,
             token: raw.token,
             state_file: raw.state_file.map(PathBuf::from),
+            insecure,
         })
     }
 }

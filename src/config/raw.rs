@@ -31,6 +31,11 @@ pub(crate) struct RawProxy {
     pub max_attempts: Option<i64>,
     pub retry_idempotent: Option<bool>,
     pub workers: Option<i64>,
+    pub client_header_timeout: Option<String>,
+    pub client_keepalive_timeout: Option<String>,
+    pub client_idle_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +44,7 @@ pub(crate) struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
     pub state_file: Option<String>,
+    pub insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
-//! Serving accepted connections with hyper-util's auto (HTTP/1.1 + h2c) builder, and draining
-//! them on shutdown: graceful first, then a hard stop when the grace period runs out.
+//! Serving accepted connections with hyper-util's auto (HTTP/1.1 + h2c) builder, each watched
+//! for clients that overstay (silent, idle, or not reading), and draining them on shutdown:
+//! idle connections at once, in-flight requests within the grace period, then a hard stop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,17 +8,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response};
+use std::sync::Arc;
+
+use http::{Request, Response, Version};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::activity::{Activity, Tracked};
+use crate::clock::now_ms;
 
 /// A connection handed to a worker: the socket, its peer, and the worker's load counter, which
 /// the acceptor raised and which drops back when the connection ends.
@@ -27,63 +33,117 @@ pub struct Handoff {
     pub live: Live,
 }
 
-/// One live connection counted against a worker; the count drops when this does.
-pub struct Live(Gauge);
+/// One live connection, counted against its worker and holding one of the process's
+/// connection slots; both are given back when this drops.
+pub struct Live {
+    load: Option<Gauge>,
+    _slot: OwnedSemaphorePermit,
+}
 
 impl Live {
-    pub fn new(load: &Gauge) -> Live {
-        load.inc();
-        Live(load.clone())
+    /// Counts a connection in `load` (a worker's gauge, if any) holding `slot`.
+    pub fn new(load: Option<&Gauge>, slot: OwnedSemaphorePermit) -> Live {
+        if let Some(g) = load {
+            g.inc();
+        }
+        Live {
+            load: load.cloned(),
+            _slot: slot,
+        }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(g) = &self.load {
+            g.dec();
+        }
+    }
+}
+
+/// Waits for a free connection slot, so at `max_connections` the listener's backlog, not the
+/// process's file descriptors, takes the excess.
+pub async fn slot(slots: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    let mut warned = false;
+    loop {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return permit;
+        }
+        if !warned {
+            tracing::warn!("connection limit reached; new connections wait in the listen backlog");
+            warned = true;
+        }
+        match slots.clone().acquire_owned().await {
+            Ok(permit) => return permit,
+            // Never closed; if it were, waiting again would spin, so wait for nothing instead.
+            Err(_) => std::future::pending::<()>().await,
+        }
     }
 }
 
 /// Where a `serve` loop's connections come from.
 pub enum Arrivals {
-    /// Accept them here (the admin listener).
-    Listener(TcpListener),
+    /// Accept them here (the admin listener), with a connection limit.
+    Listener(TcpListener, Arc<Semaphore>),
     /// Receive them from the acceptor (a proxy worker).
     Handoffs(mpsc::UnboundedReceiver<Handoff>),
 }
 
 impl Arrivals {
     /// The next connection; `None` when no more will come.
-    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr, Option<Live>)>> {
+    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr, Live)>> {
         match self {
-            Arrivals::Listener(l) => Some(l.accept().await.map(|(s, peer)| (s, peer, None))),
+            Arrivals::Listener(l, slots) => {
+                let slot = slot(slots).await;
+                Some(
+                    l.accept()
+                        .await
+                        .map(|(s, peer)| (s, peer, Live::new(None, slot))),
+                )
+            }
             Arrivals::Handoffs(rx) => {
                 let h = rx.recv().await?;
-                Some(TcpStream::from_std(h.stream).map(|s| (s, h.peer, Some(h.live))))
+                Some(TcpStream::from_std(h.stream).map(|s| (s, h.peer, h.live)))
             }
         }
     }
 }
 
+/// How client connections are policed; read from the settings when a connection is accepted
+/// (and the grace period when the shutdown starts), so a reload applies to new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// On shutdown, time for in-flight requests; idle connections close at once.
+    pub grace: Duration,
+    /// From accept to the first complete request head.
+    pub header_timeout: Duration,
+    /// HTTP/1 keep-alive: idle time between requests.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2: time without an open stream.
+    pub idle_timeout: Duration,
+    /// Time a response may wait on a client that does not read.
+    pub send_timeout: Duration,
+}
+
+/// Reads the current [`Policy`].
+pub type Policies = Arc<dyn Fn() -> Policy + Send + Sync>;
+
 /// Serves connections from `source` until `shutdown` fires or the source ends, each with
-/// `handler`; then drains them within the grace period `grace` answers at that moment (the
-/// setting can change on reload).
+/// `handler`; then drains them: idle ones close at once, in-flight requests get the grace
+/// period, and what is left after it is closed.
 pub async fn serve<H, F, B>(
     mut source: Arrivals,
     shutdown: CancellationToken,
-    grace: Grace,
+    policies: Policies,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
+    B: Body + Unpin + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+    let mut builders: Option<(Policy, auto::Builder<TokioExecutor>)> = None;
     let conns = Connections::default();
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -99,35 +159,182 @@ pub async fn serve<H, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let policy = policies();
+        // One builder per policy; a reload that changes the policy makes a new one.
+        let builder = match &builders {
+            Some((p, b)) if *p == policy => b,
+            _ => &builders.insert((policy, builder(&policy))).1,
+        };
+        let activity = Activity::new();
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let seen = activity.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let request = seen.start();
+            if req.version() == Version::HTTP_2 {
+                seen.h2.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
+            async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, request))) }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let conn = conns.graceful.watch(conn);
-        let hard_stop = conns.hard_stop.clone();
+        let (shutdown, hard_stop) = (shutdown.clone(), conns.hard_stop.clone());
         conns.tasks.spawn(async move {
             let _live = live;
-            tokio::select! {
-                result = conn => if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                },
-                // Dropping the connection closes it.
-                _ = hard_stop.cancelled() => {}
-            }
+            watch(conn, &activity, policy, peer, shutdown, hard_stop).await;
         });
     }
     // Let go of the listening socket now, not when `serve` returns: new connections are
     // refused during the drain.
     drop(source);
-    conns.shutdown(grace()).await;
+    conns.shutdown(policies().grace).await;
 }
 
-/// The shutdown grace period, read when the shutdown starts.
-pub type Grace = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
+fn builder(policy: &Policy) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Backstop for a head that trickles in after its first byte; the watchdog already bounds
+    // the time from accept (or from the previous response) to a complete head.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(policy.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets at once still cost
+        // work; past this many pending, the connection is closed.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .max_header_list_size(H2_MAX_HEADER_LIST);
+    builder
+}
+
+const H2_MAX_STREAMS: u32 = 128;
+const H2_MAX_PENDING_RESETS: usize = 20;
+const H2_MAX_LOCAL_RESETS: usize = 256;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Drives one connection and closes it when its client overstays: idle past its limit,
+/// or not reading a response past the send timeout. On shutdown an idle connection closes at
+/// once; one with requests in flight finishes them (hard stop after the grace period).
+async fn watch<C>(
+    conn: C,
+    activity: &Activity,
+    policy: Policy,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = false;
+    // How often a busy connection is looked at: a stall can start at any time.
+    let check_every =
+        (policy.send_timeout.min(policy.keepalive_timeout) / 2).max(Duration::from_millis(10));
+    loop {
+        let wake = next_check(activity, &policy, check_every);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // Dropping the connection closes it.
+            _ = hard_stop.cancelled() => return,
+            _ = shutdown.cancelled(), if !draining => {
+                if activity.in_flight() == 0 {
+                    return;
+                }
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(wake) => {
+                match verdict(activity, &policy) {
+                    Verdict::Fine => {}
+                    Verdict::Idle => {
+                        tracing::debug!(%peer, "closing an idle client connection");
+                        return;
+                    }
+                    Verdict::NotReading => {
+                        tracing::info!(%peer, timeout = ?policy.send_timeout, "client stopped reading its response; closing the connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Verdict {
+    Fine,
+    Idle,
+    NotReading,
+}
+
+/// The idle limit that applies now: the header timeout until a first request arrived, then
+/// the keep-alive (HTTP/1) or idle (HTTP/2) timeout.
+fn idle_limit(activity: &Activity, policy: &Policy) -> Duration {
+    if !activity.served_any() {
+        policy.header_timeout
+    } else if activity.h2.load(std::sync::atomic::Ordering::Relaxed) {
+        policy.idle_timeout
+    } else {
+        policy.keepalive_timeout
+    }
+}
+
+fn verdict(activity: &Activity, policy: &Policy) -> Verdict {
+    let now = now_ms();
+    if activity.in_flight() == 0 {
+        let limit = idle_limit(activity, policy).as_millis() as u64;
+        if now.saturating_sub(activity.idle_since()) >= limit {
+            return Verdict::Idle;
+        }
+    } else if let Some(since) = activity.stalled_since() {
+        if now.saturating_sub(since) >= policy.send_timeout.as_millis() as u64 {
+            return Verdict::NotReading;
+        }
+    }
+    Verdict::Fine
+}
+
+/// When to look again: the idle deadline when idle, the stall deadline when stalled, else
+/// after `check_every`.
+fn next_check(activity: &Activity, policy: &Policy, check_every: Duration) -> Instant {
+    let now = now_ms();
+    let at_ms = if activity.in_flight() == 0 {
+        activity.idle_since() + idle_limit(activity, policy).as_millis() as u64
+    } else if let Some(since) = activity.stalled_since() {
+        since + policy.send_timeout.as_millis() as u64
+    } else {
+        now + check_every.as_millis() as u64
+    };
+    Instant::now() + Duration::from_millis(at_ms.saturating_sub(now))
+}
+
+/// A connection that can be asked to finish what it has and close.
+pub trait Graceful {
+    /// Stops taking new requests; ends once the current ones are done.
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
 
 /// Backs off after failed accepts instead of spinning on them.
 #[derive(Default)]
@@ -157,23 +364,24 @@ impl AcceptBackoff {
 /// The live connections of one `serve`.
 #[derive(Default)]
 struct Connections {
-    graceful: GracefulShutdown,
     tasks: TaskTracker,
     hard_stop: CancellationToken,
 }
 
 impl Connections {
+    /// Each connection has seen the shutdown token itself (idle ones are gone already); this
+    /// waits for the busy ones, up to `grace`.
     async fn shutdown(self, grace: Duration) {
         tracing::debug!(?grace, "stopped accepting; waiting for in-flight requests");
-        match tokio::time::timeout(grace, self.graceful.shutdown()).await {
+        self.tasks.close();
+        match tokio::time::timeout(grace, self.tasks.wait()).await {
             Ok(()) => tracing::debug!("all connections closed"),
             Err(_) => {
                 tracing::warn!(?grace, "grace period over; closing remaining connections");
                 self.hard_stop.cancel();
+                // Connection tasks end promptly now: dropped by the hard stop.
+                self.tasks.wait().await;
             }
         }
-        // Connection tasks end promptly now: either finished or dropped by the hard stop.
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 }

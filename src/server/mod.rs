@@ -1,6 +1,7 @@
 //! The running server: bind the proxy and admin sockets, start the proxy workers, serve until
 //! the shutdown token fires, then drain.
 
+mod activity;
 mod checks;
 mod connections;
 mod workers;
@@ -10,9 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use connections::{serve, Arrivals, Grace};
+use connections::{serve, Arrivals, Policies, Policy};
 
 use crate::admin::Admin;
 use crate::config::Config;
@@ -20,6 +22,9 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::{Cluster, StartError};
+
+/// The admin API is for operators and scripts: a few connections at a time.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,7 @@ pub struct Server {
     cluster: Arc<Cluster>,
     reloader: Arc<Reloader>,
     workers: usize,
+    max_connections: usize,
 }
 
 impl Server {
@@ -100,6 +106,7 @@ impl Server {
             cluster,
             reloader,
             workers: config.proxy.workers,
+            max_connections: config.proxy.max_connections,
         })
     }
 
@@ -142,23 +149,41 @@ impl Server {
         let shutdown = shutdown.child_token();
         let _stop_workers = shutdown.clone().drop_guard();
         let cluster = self.cluster.clone();
-        let grace: Grace = Arc::new(move || cluster.load().settings.proxy.shutdown_grace);
+        let policies: Policies = Arc::new(move || {
+            let p = &cluster.load().settings.proxy;
+            Policy {
+                grace: p.shutdown_grace,
+                header_timeout: p.client_header_timeout,
+                keepalive_timeout: p.client_keepalive_timeout,
+                idle_timeout: p.client_idle_timeout,
+                send_timeout: p.send_timeout,
+            }
+        });
         let (mut lanes, mut workers) = (Vec::new(), Vec::new());
         for index in 0..self.workers {
             let proxy = self.proxy.with_own_pool();
             let load = self.metrics.worker_connections(index);
-            let (lane, done) = workers::spawn(index, proxy, load, shutdown.clone(), grace.clone())?;
+            let (lane, done) =
+                workers::spawn(index, proxy, load, shutdown.clone(), policies.clone())?;
             lanes.push(lane);
             workers.push(done);
         }
-        let proxy_accept = workers::accept(self.proxy_listener, lanes, shutdown.clone());
+        let proxy_accept = workers::accept(
+            self.proxy_listener,
+            lanes,
+            self.max_connections,
+            shutdown.clone(),
+        );
 
         tokio::spawn(checks::run(self.cluster.clone(), shutdown.child_token()));
         let admin = self.admin;
         let admin_done = serve(
-            Arrivals::Listener(self.admin_listener),
+            Arrivals::Listener(
+                self.admin_listener,
+                Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+            ),
             shutdown.clone(),
-            grace,
+            policies,
             move |req, _| {
                 let admin = admin.clone();
                 async move { admin.handle(req).await }

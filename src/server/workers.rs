@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::connections::{serve, AcceptBackoff, Arrivals, Grace, Handoff, Live};
+use super::connections::{serve, slot, AcceptBackoff, Arrivals, Handoff, Live, Policies};
 use super::ServeError;
 use crate::proxy::Proxy;
 
@@ -34,7 +34,7 @@ pub fn spawn(
     proxy: Proxy,
     load: Gauge,
     shutdown: CancellationToken,
-    grace: Grace,
+    policies: Policies,
 ) -> Result<(Lane, Done), ServeError> {
     let (handoffs, rx) = mpsc::unbounded_channel();
     let (done_tx, done) = oneshot::channel();
@@ -50,7 +50,7 @@ pub fn spawn(
                     runtime.block_on(serve(
                         Arrivals::Handoffs(rx),
                         shutdown,
-                        grace,
+                        policies,
                         move |req, peer| {
                             let proxy = proxy.clone();
                             async move { proxy.handle(req, peer).await }
@@ -66,20 +66,35 @@ pub fn spawn(
 /// Accepts on `listener` until `shutdown` fires, handing each connection to the least loaded
 /// worker. Returning drops the listener (new connections are refused) and the hand-off
 /// channels (each worker then drains what it has).
-pub async fn accept(listener: TcpListener, lanes: Vec<Lane>, shutdown: CancellationToken) {
+pub async fn accept(
+    listener: TcpListener,
+    lanes: Vec<Lane>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                let slot = slot(&slots).await;
+                (listener.accept().await, slot)
+            } => accepted,
         };
+        let (accepted, slot) = accepted;
         if let Some((stream, peer)) = backoff.check(accepted).await {
-            hand_off(&lanes, stream, peer);
+            hand_off(&lanes, stream, peer, slot);
         }
     }
 }
 
-fn hand_off(lanes: &[Lane], stream: tokio::net::TcpStream, peer: SocketAddr) {
+fn hand_off(
+    lanes: &[Lane],
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
     let Some(lane) = lanes
         .iter()
         .filter(|w| !w.handoffs.is_closed())
@@ -96,7 +111,7 @@ fn hand_off(lanes: &[Lane], stream: tokio::net::TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let live = Live::new(&lane.load);
+    let live = Live::new(Some(&lane.load), slot);
     // A send fails only if the worker is gone; the connection then closes.
     let _ = lane.handoffs.send(Handoff { stream, peer, live });
 }

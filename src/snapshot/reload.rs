@@ -57,6 +57,7 @@ impl Cluster {
             let mut next = Settings::of(config);
             next.proxy.listen = started.proxy.listen;
             next.proxy.workers = started.proxy.workers;
+            next.proxy.max_connections = started.proxy.max_connections;
             let old = &draft.settings;
             let mut sections = Vec::new();
             if next.proxy != old.proxy {
