@@ -159,7 +159,15 @@ impl Admin {
             return Ok(text_response(StatusCode::OK, "ok\n"));
         }
         self.authorize(&req)?;
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // Segments are percent-decoded (an id may hold non-ASCII letters); `%2F` stays inside
+        // its segment and then fails id validation.
+        let decoded = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|seg| percent_encoding::percent_decode_str(seg).decode_utf8())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| AdminError::BadRequest("path is not valid UTF-8 once decoded".into()))?;
+        let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
         match segments.as_slice() {
             ["backends"] => {
                 allow(&req, &[Method::GET], "GET")?;

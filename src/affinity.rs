@@ -108,7 +108,8 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, [u8]>> {
         let Ok(text) = header.to_str() else { continue };
         for c in cookie::Cookie::split_parse(text).flatten() {
             if c.name() == name {
-                let value = c.value();
+                // RFC 6265 allows a value in double quotes; the key is what is inside.
+                let value = c.value_trimmed();
                 // Borrow from the header when the cookie crate handed back a slice of it.
                 return Some(match offset_in(text, value) {
                     Some(at) => Cow::Borrowed(&header.as_bytes()[at..at + value.len()]),
@@ -176,6 +177,13 @@ mod tests {
         let c = config(&["header:x-user-id", "query:uid"]);
         let p = parts("/?uid=", &[("x-user-id", "")]);
         assert_eq!(key(&c, &p), None);
+    }
+
+    #[test]
+    fn quoted_cookie_values_are_unquoted() {
+        let c = config(&["cookie:session"]);
+        let p = parts("/", &[("cookie", "session=\"user-77\"")]);
+        assert_eq!(key(&c, &p).as_deref(), Some("user-77"));
     }
 
     #[test]

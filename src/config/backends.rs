@@ -77,8 +77,12 @@ pub fn validate_weight(weight: i64) -> Result<u32, String> {
     Ok(weight as u32)
 }
 
-/// Validates a backend id: non-empty, at most 128 bytes, no whitespace, control characters
-/// or URL delimiters (it is a URL path segment in the admin API).
+/// The characters an id may use besides letters and digits (any script).
+pub const ID_PUNCTUATION: &str = "-_.:[]@";
+
+/// Validates a backend id: 1 to 128 bytes of letters and digits (any script) and
+/// [`ID_PUNCTUATION`], and not `.` or `..`. Ids are URL path segments in the admin API, so
+/// nothing in them needs quoting beyond percent-encoding non-ASCII letters.
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("must not be empty".into());
@@ -86,11 +90,17 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.len() > 128 {
         return Err("must be at most 128 bytes".into());
     }
-    if let Some(c) = id.chars().find(|c| {
-        c.is_whitespace() || c.is_control() || *c == '/' || *c == '?' || *c == '#' || *c == '%'
-    }) {
+    if id == "." || id == ".." {
         return Err(format!(
-            "{id:?} contains {c:?}; use letters, digits, '-', '_', '.', ':'"
+            "{id:?} is not allowed (it is a relative path segment)"
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !c.is_alphanumeric() && !ID_PUNCTUATION.contains(*c))
+    {
+        return Err(format!(
+            "{id:?} contains {c:?}; ids may use letters, digits and {ID_PUNCTUATION}"
         ));
     }
     Ok(())

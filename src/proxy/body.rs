@@ -7,6 +7,7 @@
 //! small buffered ones (for idempotent retries after sending) replay freely.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -21,11 +22,22 @@ pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 
 type Slot = Arc<Mutex<Option<Incoming>>>;
 
+/// Set when reading the client's body failed (malformed chunking, a client that hung up
+/// mid-body): the exchange then failed on the client's side, not the backend's.
+type ClientFailed = Arc<AtomicBool>;
+
 /// The client's request body, held across attempts.
 pub enum RequestBody {
     Empty,
     Buffered(Bytes),
-    Streamed { slot: Slot, hint: SizeHint },
+    Streamed {
+        /// The client's body until an attempt takes it.
+        slot: Slot,
+        /// The body's size hint, for attempts that have not taken it yet.
+        hint: SizeHint,
+        /// Whether reading it failed.
+        failed: ClientFailed,
+    },
 }
 
 impl RequestBody {
@@ -41,6 +53,7 @@ impl RequestBody {
         Ok(RequestBody::Streamed {
             slot: Arc::new(Mutex::new(Some(body))),
             hint,
+            failed: ClientFailed::default(),
         })
     }
 
@@ -49,14 +62,20 @@ impl RequestBody {
         match self {
             RequestBody::Empty => Some(UpstreamBody::Empty),
             RequestBody::Buffered(b) => Some(UpstreamBody::Buffered(Some(b.clone()))),
-            RequestBody::Streamed { slot, hint } => {
+            RequestBody::Streamed { slot, hint, failed } => {
                 lock(slot).is_some().then(|| UpstreamBody::Streamed {
                     slot: slot.clone(),
                     body: None,
                     hint: *hint,
+                    failed: failed.clone(),
                 })
             }
         }
+    }
+
+    /// Did reading the client's body fail? Then a failed exchange is the client's fault.
+    pub fn client_failed(&self) -> bool {
+        matches!(self, RequestBody::Streamed { failed, .. } if failed.load(Relaxed))
     }
 
     /// Can a request be sent again after it reached a backend? (Only if nothing streams.)
@@ -79,6 +98,8 @@ pub enum UpstreamBody {
         body: Option<Incoming>,
         /// The client body's size hint.
         hint: SizeHint,
+        /// Set when reading the client's body fails.
+        failed: ClientFailed,
     },
 }
 
@@ -93,15 +114,21 @@ impl Body for UpstreamBody {
         match &mut *self {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            UpstreamBody::Streamed { slot, body, .. } => {
+            UpstreamBody::Streamed {
+                slot, body, failed, ..
+            } => {
                 if body.is_none() {
                     // First poll: from here on the body belongs to this attempt.
                     *body = lock(slot).take();
                 }
-                match body {
+                let frame = match body {
                     Some(b) => Pin::new(b).poll_frame(cx),
                     None => Poll::Ready(None),
+                };
+                if let Poll::Ready(Some(Err(_))) = &frame {
+                    failed.store(true, Relaxed);
                 }
+                frame
             }
         }
     }

@@ -24,6 +24,12 @@ pub enum ProxyError {
         /// Candidates skipped as unusable.
         skipped: usize,
     },
+    /// The request target is in no form a reverse proxy accepts.
+    #[error("invalid request target")]
+    BadTarget,
+    /// `CONNECT`: a reverse proxy does not open tunnels.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The client's body could not be read.
     #[error("cannot read the request body: {0}")]
     ClientBody(String),
@@ -86,7 +92,10 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MissingKey(_) | ProxyError::ClientBody(_) | ProxyError::BadTarget => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoBackends | ProxyError::AllDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Stale { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -136,23 +145,48 @@ impl ProxyError {
             ProxyError::NoBackends => "NoBackends",
             ProxyError::AllDown { .. } => "AllDown",
             ProxyError::ClientBody(_) => "BadRequestBody",
+            ProxyError::BadTarget => "BadTarget",
+            ProxyError::MethodNotAllowed => "MethodNotAllowed",
             _ => "UpstreamFailed",
         }
     }
 
-    /// A short text response; the details stay in the log.
+    /// A short fixed text per kind of failure; the details (backend, causes) stay in the log.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
-        let text = match &self {
-            ProxyError::MissingKey(_) | ProxyError::ClientBody(_) => format!("{self}\n"),
-            _ => format!("{}: {self}\n", status.canonical_reason().unwrap_or("error")),
+        let text: Bytes = match &self {
+            // Names the configured sources: the client needs them to send a key.
+            ProxyError::MissingKey(_) => format!("{self}\n").into(),
+            ProxyError::ClientBody(_) => {
+                Bytes::from_static(b"Bad Request: the request body could not be read\n")
+            }
+            ProxyError::BadTarget => Bytes::from_static(b"Bad Request: invalid request target\n"),
+            ProxyError::MethodNotAllowed => Bytes::from_static(b"Method Not Allowed\n"),
+            ProxyError::NoBackends => Bytes::from_static(b"Service Unavailable: no backends\n"),
+            ProxyError::AllDown { .. } => {
+                Bytes::from_static(b"Service Unavailable: no usable backend\n")
+            }
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::Stale { .. } => {
+                Bytes::from_static(b"Bad Gateway: the backend failed\n")
+            }
+            ProxyError::ConnectTimeout { .. } | ProxyError::Timeout { .. } => {
+                Bytes::from_static(b"Gateway Timeout: the backend did not answer in time\n")
+            }
         };
-        let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
+        let mut res = Response::new(Either::Right(Full::new(text)));
         *res.status_mut() = status;
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            res.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static(
+                    "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE",
+                ),
+            );
+        }
         res
     }
 }

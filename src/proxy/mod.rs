@@ -8,6 +8,8 @@
 mod body;
 mod error;
 mod service;
+mod target;
+mod upgrade;
 mod upstream;
 
 pub use body::UpstreamBody;

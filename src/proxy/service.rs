@@ -14,6 +14,7 @@ use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
 use super::upstream::{ResponseBody, Timeouts, Upstream};
 use super::ProxyBody;
+use super::{target, upgrade};
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::clock::now_ms;
 use crate::config::{HealthConfig, ProxyConfig};
@@ -38,6 +39,8 @@ struct Head {
     method: Method,
     path: PathAndQuery,
     headers: HeaderMap,
+    /// A protocol switch the client asked for.
+    upgrade: Option<upgrade::Requested>,
 }
 
 impl Proxy {
@@ -76,6 +79,7 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
+        target::check(&parts)?;
         let snapshot = self.cluster.load();
         let settings = &*snapshot.settings;
         let position = position(&settings.affinity, &parts, peer)?;
@@ -108,7 +112,7 @@ impl Proxy {
                 self.metrics.retry(&backend.id);
             }
             attempts += 1;
-            let mut sent = self.send(&head, attempt_body, backend, config).await;
+            let mut sent = self.send(&head, attempt_body, &body, backend, config).await;
             if matches!(sent, Err(ProxyError::Stale { .. }))
                 && is_idempotent(&head.method)
                 && body.replayable()
@@ -116,7 +120,7 @@ impl Proxy {
                 // Resent once, like a request that never left: the backend closed an idle
                 // connection as it went out, which says nothing about the backend's health.
                 if let Some(again) = body.attempt() {
-                    sent = self.send(&head, again, backend, config).await;
+                    sent = self.send(&head, again, &body, backend, config).await;
                 }
             }
             match sent {
@@ -127,8 +131,14 @@ impl Proxy {
                         backend.health.record_success();
                     }
                     self.metrics.response(&backend.id, res.status().as_u16());
-                    return Ok(downstream_response(res, backend, config.debug_headers));
+                    return Ok(downstream_response(
+                        res,
+                        backend,
+                        config.debug_headers,
+                        &head,
+                    ));
                 }
+                Err(error @ ProxyError::ClientBody(_)) => return Err(error),
                 Err(error) => {
                     if let ProxyError::Stale { .. } = error {
                         tracing::warn!(backend = %backend.id, error = %error, "upstream request failed on a reused connection the backend closed");
@@ -155,6 +165,7 @@ impl Proxy {
         &self,
         head: &Head,
         body: UpstreamBody,
+        client_body: &RequestBody,
         backend: &Backend,
         config: &ProxyConfig,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -175,11 +186,32 @@ impl Proxy {
             connect: config.connect_timeout,
             idle: config.upstream_idle_timeout,
         };
-        let sent = self.pool.send(&backend.address, req, timeouts, || {
-            self.metrics.upstream_opened(&backend.id);
-        });
+        let sent = async {
+            match &head.upgrade {
+                Some(upgrade) => {
+                    self.metrics.upstream_opened(&backend.id);
+                    let res = upgrade
+                        .exchange(&backend.address, req, timeouts.connect)
+                        .await?;
+                    Ok(res.map(ResponseBody::unpooled))
+                }
+                None => {
+                    self.pool
+                        .send(&backend.address, req, timeouts, || {
+                            self.metrics.upstream_opened(&backend.id);
+                        })
+                        .await
+                }
+            }
+        };
         match tokio::time::timeout(config.request_timeout, sent).await {
             Ok(Ok(res)) => Ok(res),
+            Ok(Err(e)) if client_body.client_failed() => {
+                // The client's body broke the exchange: the client's error, not the backend's.
+                let reason = super::upstream::describe(&e);
+                tracing::info!(backend = %backend.id, error = %reason, "client request body failed");
+                Err(ProxyError::ClientBody(reason))
+            }
             Ok(Err(e)) => {
                 let error = ProxyError::upstream(&backend.id, &e);
                 if let ProxyError::Stale { .. } = error {
@@ -220,16 +252,9 @@ fn is_idempotent(method: &Method) -> bool {
 /// Rewrites the client's request head for the upstream. The destination is always a ring
 /// backend: the request's own authority (absolute URI or Host) never picks where to connect.
 fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
-    // HTTP/2 clients send :authority instead of Host; keep it as Host for the backend.
-    if !parts.headers.contains_key(HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, v);
-        }
-    }
+    let upgrade = upgrade::requested(&mut parts);
+    // Absolute-form targets and HTTP/2's :authority name the host.
+    target::set_host(&mut parts);
     hop::strip(&mut parts.headers);
     forwarded::add(&mut parts.headers, peer);
     let path = parts
@@ -241,6 +266,7 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
         method: parts.method,
         path,
         headers: parts.headers,
+        upgrade,
     }
 }
 
@@ -260,9 +286,15 @@ fn downstream_response(
     res: Response<ResponseBody>,
     backend: &Backend,
     debug_headers: bool,
+    head: &Head,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
+    let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
     hop::strip(&mut parts.headers);
+    if let (true, Some(_), Some(protocol)) = (switched, &head.upgrade, protocol) {
+        upgrade::keep(&mut parts.headers, &protocol);
+    }
     if debug_headers {
         if let Ok(v) = HeaderValue::from_str(&backend.id) {
             parts.headers.insert(X_RINGPROXY_BACKEND, v);

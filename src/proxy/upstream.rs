@@ -166,6 +166,45 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let (sender, conn) = handshake(address, connect_timeout).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// [`connect`] for a request that may switch protocols: the connection can be upgraded.
+pub async fn connect_upgradable<B>(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<SendRequest<B>, UpstreamError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let (sender, conn) = handshake(address, connect_timeout).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+type Handshake<B> = (SendRequest<B>, http1::Connection<TokioIo<TcpStream>, B>);
+
+async fn handshake<B>(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<Handshake<B>, UpstreamError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
@@ -174,16 +213,17 @@ where
     // Best effort: a socket without these options still works.
     let _ = stream.set_nodelay(true);
     let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
-    let (sender, conn) = http1::Builder::new()
+    http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(UpstreamError::Exchange)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+        .map_err(UpstreamError::Exchange)
+}
+
+impl ResponseBody {
+    /// A body on a connection that is not going back to the pool.
+    pub fn unpooled(body: Incoming) -> ResponseBody {
+        ResponseBody { body, lease: None }
+    }
 }
 
 impl Pool {
