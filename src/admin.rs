@@ -14,9 +14,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clock::now_ms;
+use crate::config::Spread;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadError, Reloader};
-use crate::snapshot::{Backend, ChangeError, Cluster, Reloaded, Snapshot, Upsert};
+use crate::ring::hash_key;
+use crate::snapshot::{Backend, ChangeError, Cluster, RampDirection, Reloaded, Snapshot, Upsert};
+use crate::traffic::Traffic;
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -114,6 +117,7 @@ pub struct Admin {
     cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
+    traffic: Arc<Traffic>,
 }
 
 #[derive(Deserialize)]
@@ -131,11 +135,17 @@ fn one() -> i64 {
 impl Admin {
     /// An admin API over `cluster`. The token, when the settings have one, is required on
     /// every call but `/healthz`.
-    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>, reloader: Arc<Reloader>) -> Admin {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        metrics: Arc<Metrics>,
+        reloader: Arc<Reloader>,
+        traffic: Arc<Traffic>,
+    ) -> Admin {
         Admin {
             cluster,
             metrics,
             reloader,
+            traffic,
         }
     }
 
@@ -180,6 +190,15 @@ impl Admin {
                 allow(&req, &[Method::POST], "POST")?;
                 let draining = *action == "drain";
                 let was = self.cluster.load().get(id).map(|b| b.health.is_draining());
+                let ramp = query_param(req.uri().query().unwrap_or(""), "ramp");
+                if let (true, Some(ramp)) = (draining, ramp) {
+                    let duration = humantime::parse_duration(&ramp).map_err(|e| {
+                        AdminError::BadRequest(format!("ramp: {ramp:?} is not a duration ({e})"))
+                    })?;
+                    let b = self.cluster.ramp_down(id, duration)?;
+                    tracing::info!(backend = %b.id, ramp = ?duration, "backend ramping down to drained");
+                    return Ok(json_response(StatusCode::OK, &backend_json(&b, now_ms())));
+                }
                 let b = self.cluster.set_draining(id, draining)?;
                 if was != Some(draining) {
                     tracing::info!(backend = %b.id, "{}", if draining { "backend draining" } else { "backend undrained" });
@@ -223,8 +242,11 @@ impl Admin {
             }
             ["metrics"] => {
                 allow(&req, &[Method::GET], "GET")?;
-                let mut res =
-                    text_response(StatusCode::OK, self.metrics.render(&self.cluster.load()));
+                let mut res = text_response(
+                    StatusCode::OK,
+                    self.metrics
+                        .render(&self.cluster.load(), self.traffic.hot_keys()),
+                );
                 res.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(
@@ -296,12 +318,9 @@ impl Admin {
     }
 
     fn route_key(&self, query: &str) -> Result<Response<AdminBody>, AdminError> {
-        let key = form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "key")
-            .map(|(_, v)| v.into_owned())
-            .ok_or_else(|| {
-                AdminError::BadRequest("missing query parameter `key` (GET /route?key=K)".into())
-            })?;
+        let key = query_param(query, "key").ok_or_else(|| {
+            AdminError::BadRequest("missing query parameter `key` (GET /route?key=K)".into())
+        })?;
         if key.is_empty() {
             return Err(AdminError::BadRequest("`key` must not be empty".into()));
         }
@@ -311,7 +330,19 @@ impl Admin {
             .owner(key.as_bytes())
             .ok_or_else(|| AdminError::Unavailable("no backends in the ring".into()))?;
         // `backend` is what the proxy does right now; `owner` is the key's place on the ring.
-        let serving = snapshot.serving(key.as_bytes(), now).ok_or_else(|| {
+        let hash = hash_key(key.as_bytes());
+        let hot = self.traffic.is_hot(hash);
+        let balance = &snapshot.settings.balance;
+        let spill = match (balance.bound, balance.spread) {
+            (Some(bound), Spread::Any) => {
+                snapshot.spills(hash, now, bound, self.traffic.total.get())
+            }
+            (Some(bound), Spread::Hot) if hot => {
+                snapshot.spills(hash, now, bound, self.traffic.total.get())
+            }
+            _ => 0,
+        };
+        let serving = snapshot.serving_after(hash, now, spill).ok_or_else(|| {
             AdminError::Unavailable(format!(
                 "no usable backend for this key: every candidate is down or draining (ring owner {} is {})",
                 owner.id,
@@ -326,6 +357,7 @@ impl Admin {
                 "address": &*serving.address,
                 "owner": &*owner.id,
                 "owner_state": owner.health.state(now).as_str(),
+                "hot": hot,
             }),
         ))
     }
@@ -362,6 +394,13 @@ fn backend_json(b: &Backend, now: u64) -> Value {
         "ejections": h.total_ejections(),
         "ejected_for_ms": h.ejected_for(now),
         "origin": b.origin.label(),
+        "in_flight": b.load.in_flight(),
+        "spilled": b.load.spilled(),
+        "ramp": b.ramp.map(|r| json!({
+            "direction": match r.direction { RampDirection::Up => "up", RampDirection::Down => "down" },
+            "progress": r.progress(now),
+            "points": r.points,
+        })),
     })
 }
 
@@ -404,6 +443,13 @@ fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> AdminError {
         path: req.uri().path().to_string(),
         allow,
     }
+}
+
+/// The first value of query parameter `name`, decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Compares without an early exit, so response timing does not reveal the token's prefix.

@@ -66,6 +66,9 @@ pub struct Metrics {
     ring_version: Gauge<u64, AtomicU64>,
     ring_backends: Gauge,
     ring_info: Family<RingLabels, Gauge>,
+    spills: Family<BackendLabels, Counter>,
+    in_flight: Family<BackendLabels, Gauge>,
+    hot_keys: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +93,24 @@ impl Metrics {
         let ring_version = Gauge::<u64, AtomicU64>::default();
         let ring_backends = Gauge::default();
         let ring_info = Family::<RingLabels, Gauge>::default();
+        let spills = Family::<BackendLabels, Counter>::default();
+        let in_flight = Family::<BackendLabels, Gauge>::default();
+        let hot_keys = Gauge::default();
+        registry.register(
+            "bounded_spills",
+            "Requests passed to a later candidate because this backend was over its load bound",
+            spills.clone(),
+        );
+        registry.register(
+            "backend_in_flight",
+            "Requests in flight at each backend",
+            in_flight.clone(),
+        );
+        registry.register(
+            "hot_keys",
+            "Keys above balance.hot_share of recent requests",
+            hot_keys.clone(),
+        );
         registry.register(
             "responses",
             "Responses relayed from backends, by backend and status code",
@@ -164,6 +185,9 @@ impl Metrics {
             ring_version,
             ring_backends,
             ring_info,
+            spills,
+            in_flight,
+            hot_keys,
         }
     }
 
@@ -190,6 +214,14 @@ impl Metrics {
     /// A request answered without a backend's response; `reason` is the error's own label.
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// A request passed `backend` by because it was over its load bound.
+    pub fn spill(&self, backend: &Arc<str>) {
+        let labels = BackendLabels {
+            backend: backend.clone(),
+        };
+        self.spills.get_or_create(&labels).inc();
     }
 
     /// A request was retried on `backend`.
@@ -230,8 +262,18 @@ impl Metrics {
             .clone()
     }
 
-    /// The Prometheus text exposition, with the ring gauges read from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The Prometheus text exposition, with the ring and load gauges read from `snapshot`
+    /// and the hot-key count given.
+    pub fn render(&self, snapshot: &Snapshot, hot_keys: usize) -> String {
+        self.hot_keys.set(hot_keys as i64);
+        self.in_flight.clear();
+        for b in &snapshot.backends {
+            self.in_flight
+                .get_or_create(&BackendLabels {
+                    backend: b.id.clone(),
+                })
+                .set(b.load.in_flight() as i64);
+        }
         self.ring_version.set(snapshot.version);
         self.ring_backends.set(snapshot.backends.len() as i64);
         self.ring_info.clear();

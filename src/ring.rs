@@ -36,6 +36,10 @@ pub struct Member {
     pub id: Arc<str>,
     /// Units of `vnodes` points.
     pub weight: u32,
+    /// While warming up or ramping down: how many of its `vnodes × weight` points are on the
+    /// ring (always the first ones of its point sequence, so a growing count only adds points
+    /// and every key moves at most once). `None`: all of them.
+    pub points: Option<u32>,
 }
 
 impl Member {
@@ -44,7 +48,22 @@ impl Member {
         Member {
             id: id.into(),
             weight,
+            points: None,
         }
+    }
+
+    /// A member with only the first `points` of its points on the ring (a ramp).
+    pub fn ramped(id: impl Into<Arc<str>>, weight: u32, points: u32) -> Self {
+        Member {
+            points: Some(points),
+            ..Member::new(id, weight)
+        }
+    }
+
+    /// The points this member has on a ring of `vnodes`.
+    pub fn point_count(&self, vnodes: u32) -> u32 {
+        let full = vnodes.saturating_mul(self.weight);
+        self.points.map_or(full, |p| p.min(full))
     }
 }
 
@@ -140,7 +159,7 @@ impl Ring {
             if i > 0 && members[i - 1].id == m.id {
                 return Err(RingError::DuplicateId(m.id.to_string()));
             }
-            total += u64::from(vnodes) * u64::from(m.weight);
+            total += u64::from(m.point_count(vnodes));
         }
         if total > MAX_POINTS {
             return Err(RingError::TooManyPoints(total));
@@ -353,7 +372,7 @@ fn lay_out(members: &[Member], vnodes: u32, total: usize) -> (Vec<u64>, Vec<u32>
     let shift = 64 - bits;
     let count = 1usize << bits;
     let id_hashes: Vec<u64> = members.iter().map(|m| xxh3_64(m.id.as_bytes())).collect();
-    let points = |idx: usize| 0..vnodes * members[idx].weight;
+    let points = |idx: usize| 0..members[idx].point_count(vnodes);
 
     let mut buckets = vec![0u32; count + 1];
     for (idx, &id_hash) in id_hashes.iter().enumerate() {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::backends::{backends, BackendConfig};
+use super::balance::BalanceConfig;
 use super::fields::{invalid, toml_message, ConfigError};
 use super::health::HealthConfig;
 use super::proxy::{vnodes, AdminConfig, ProxyConfig};
@@ -24,6 +25,8 @@ pub struct Config {
     pub affinity: AffinityConfig,
     /// `[health]`
     pub health: HealthConfig,
+    /// `[balance]`
+    pub balance: BalanceConfig,
     /// `[[backends]]`
     pub backends: Vec<BackendConfig>,
 }
@@ -70,6 +73,7 @@ impl TryFrom<RawConfig> for Config {
             vnodes: vnodes(&raw.ring)?,
             affinity: raw.affinity.try_into()?,
             health: raw.health.try_into()?,
+            balance: raw.balance.try_into()?,
             backends: backends(raw.backends)?,
         };
         // Catch what only the whole set can get wrong (the point limit).

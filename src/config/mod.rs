@@ -5,11 +5,12 @@
 //!
 //! - `fields.rs`: [`ConfigError`] and the duration / range / address helpers.
 //! - `raw.rs`: the file's shape.
-//! - `proxy.rs`, `health.rs`, `affinity.rs`, `backends.rs`: one section each.
+//! - `proxy.rs`, `health.rs`, `affinity.rs`, `balance.rs`, `backends.rs`: one section each.
 //! - `file.rs`: the whole [`Config`].
 
 mod affinity;
 mod backends;
+mod balance;
 mod fields;
 mod file;
 mod health;
@@ -17,6 +18,7 @@ mod proxy;
 mod raw;
 
 pub use backends::{validate_address, validate_id, validate_weight, BackendConfig};
+pub use balance::{BalanceConfig, Spread};
 pub use fields::ConfigError;
 pub use file::Config;
 pub use health::{ActiveConfig, HealthConfig};

@@ -16,6 +16,8 @@ pub(crate) struct RawConfig {
     pub affinity: RawAffinity,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub balance: RawBalance,
     pub backends: Option<Vec<RawBackend>>,
 }
 
@@ -86,4 +88,15 @@ pub(crate) struct RawBackend {
     pub id: Option<String>,
     pub address: Option<String>,
     pub weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBalance {
+    pub bound: Option<f64>,
+    pub spread: Option<String>,
+    pub hot_share: Option<f64>,
+    pub warmup: Option<String>,
+    pub warmup_miss_status: Option<Vec<i64>>,
+    pub warmup_miss_header: Option<String>,
 }

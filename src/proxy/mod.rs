@@ -17,7 +17,10 @@ pub use error::ProxyError;
 pub use service::Proxy;
 pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
 
+mod relayed;
+
+pub use relayed::Relayed;
+
 /// Response bodies: either the backend's streamed body or one of ours. An enum rather than a
 /// boxed trait object, so relaying a response allocates nothing for its body.
-pub type ProxyBody =
-    http_body_util::Either<upstream::ResponseBody, http_body_util::Full<bytes::Bytes>>;
+pub type ProxyBody = http_body_util::Either<Relayed, http_body_util::Full<bytes::Bytes>>;

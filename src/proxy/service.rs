@@ -13,15 +13,17 @@ use hyper::body::Incoming;
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
 use super::upstream::{ResponseBody, Timeouts, Upstream};
-use super::ProxyBody;
 use super::{target, upgrade};
+use super::{ProxyBody, Relayed};
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::clock::now_ms;
-use crate::config::{HealthConfig, ProxyConfig};
+use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};
 use crate::health::Transition;
+use crate::load::LoadGuard;
 use crate::metrics::Metrics;
 use crate::ring::hash_key;
-use crate::snapshot::{Backend, Cluster};
+use crate::snapshot::{Backend, Cluster, RampDirection};
+use crate::traffic::Traffic;
 use crate::{forwarded, hop};
 
 const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-backend");
@@ -29,6 +31,7 @@ const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-bac
 /// Shared by every connection of one proxy worker.
 pub struct Proxy {
     cluster: Arc<Cluster>,
+    traffic: Arc<Traffic>,
     /// This worker's connections to the backends.
     pool: Upstream,
     metrics: Arc<Metrics>,
@@ -47,9 +50,10 @@ impl Proxy {
     /// A proxy with its own upstream pool; [`Proxy::with_own_pool`] makes one per worker.
     /// Everything else it needs (settings included) comes from the cluster's snapshot, once
     /// per request.
-    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Proxy {
+    pub fn new(cluster: Arc<Cluster>, traffic: Arc<Traffic>, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
             cluster,
+            traffic,
             pool: Upstream::new(metrics.upstream_idle()),
             metrics,
         }
@@ -59,7 +63,11 @@ impl Proxy {
     /// connections are driven by tasks on the thread that opened them, so sharing a pool would
     /// hand requests across threads.
     pub fn with_own_pool(&self) -> Proxy {
-        Proxy::new(self.cluster.clone(), self.metrics.clone())
+        Proxy::new(
+            self.cluster.clone(),
+            self.traffic.clone(),
+            self.metrics.clone(),
+        )
     }
 
     /// Routes and forwards one request; every failure becomes the client's answer here.
@@ -82,7 +90,7 @@ impl Proxy {
         target::check(&parts)?;
         let snapshot = self.cluster.load();
         let settings = &*snapshot.settings;
-        let position = position(&settings.affinity, &parts, peer)?;
+        let (position, keyed) = position(&settings.affinity, &parts, peer)?;
         if snapshot.backends.is_empty() {
             return Err(ProxyError::NoBackends);
         }
@@ -94,12 +102,28 @@ impl Proxy {
         let head = upstream_head(parts, peer);
 
         let now = now_ms();
+        let balance = &settings.balance;
+        // Usable owners over the load bound that this request passes by.
+        let mut spill = match balance.bound {
+            Some(bound) if self.may_spread(balance, position, keyed) => {
+                snapshot.spills(position, now, bound, self.traffic.total.get())
+            }
+            _ => 0,
+        };
         let (mut attempts, mut skipped) = (0u32, 0usize);
         let mut last_error = None;
+        // A miss from a warming backend, kept while its previous owner is asked.
+        let mut miss: Option<(Response<ResponseBody>, &Backend)> = None;
         for index in snapshot.ring.candidates_hash(position) {
             let backend = &snapshot.backends[index];
             if !backend.health.usable(now) {
                 skipped += 1;
+                continue;
+            }
+            if spill > 0 {
+                spill -= 1;
+                backend.load.spill();
+                self.metrics.spill(&backend.id);
                 continue;
             }
             if attempts == config.max_attempts {
@@ -108,10 +132,11 @@ impl Proxy {
             let Some(attempt_body) = body.attempt() else {
                 break;
             };
-            if attempts > 0 {
+            if attempts > 0 && miss.is_none() {
                 self.metrics.retry(&backend.id);
             }
             attempts += 1;
+            let load = LoadGuard::start(&backend.load, &self.traffic.total);
             let mut sent = self.send(&head, attempt_body, &body, backend, config).await;
             if matches!(sent, Err(ProxyError::Stale { .. }))
                 && is_idempotent(&head.method)
@@ -131,11 +156,18 @@ impl Proxy {
                         backend.health.record_success();
                     }
                     self.metrics.response(&backend.id, res.status().as_u16());
+                    if miss.is_none() && warming_miss(balance, backend, &head.method, &res) {
+                        // Look-aside: the joiner does not have it yet; the previous owner
+                        // (the next candidate) may.
+                        miss = Some((res, backend));
+                        continue;
+                    }
                     return Ok(downstream_response(
                         res,
                         backend,
                         config.debug_headers,
                         &head,
+                        load,
                     ));
                 }
                 Err(error @ ProxyError::ClientBody(_)) => return Err(error),
@@ -149,6 +181,9 @@ impl Proxy {
                         self.failed(backend, &settings.health);
                     }
                     last_error = Some(error);
+                    if miss.is_some() {
+                        break;
+                    }
                     // A request that reached the backend is only sent again when that is safe.
                     let may_resend = retry_after_send && body.replayable();
                     if !unsent && !may_resend {
@@ -157,7 +192,27 @@ impl Proxy {
                 }
             }
         }
+        if let Some((res, backend)) = miss {
+            // The previous owner could not answer: the joiner's miss is the answer.
+            let load = LoadGuard::start(&backend.load, &self.traffic.total);
+            return Ok(downstream_response(
+                res,
+                backend,
+                config.debug_headers,
+                &head,
+                load,
+            ));
+        }
         Err(last_error.unwrap_or(ProxyError::AllDown { skipped }))
+    }
+
+    /// May this request leave an owner that is over its bound? Any request with
+    /// `spread = "any"`; with `"hot"`, only requests for a key that is hot now.
+    fn may_spread(&self, balance: &BalanceConfig, position: u64, keyed: bool) -> bool {
+        match balance.spread {
+            Spread::Any => true,
+            Spread::Hot => keyed && self.traffic.observe(position, balance.hot_share),
+        }
     }
 
     /// One attempt against one backend, bounded by the request timeout.
@@ -271,15 +326,42 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
 }
 
 /// The ring position to start from: the key's hash, or a random one when there is no key.
-fn position(affinity: &AffinityConfig, parts: &Parts, peer: SocketAddr) -> Result<u64, ProxyError> {
+/// Whether there was a key is returned too: a random position is no key to count as hot.
+fn position(
+    affinity: &AffinityConfig,
+    parts: &Parts,
+    peer: SocketAddr,
+) -> Result<(u64, bool), ProxyError> {
     match affinity.extract(parts, peer.ip()) {
-        Some(key) => Ok(hash_key(&key)),
+        Some(key) => Ok((hash_key(&key), true)),
         None => match affinity.on_missing {
             OnMissing::Reject => Err(ProxyError::MissingKey(affinity.describe())),
             // A random point picks a backend in proportion to its share, then fails over.
-            OnMissing::Random => Ok(rand::random()),
+            OnMissing::Random => Ok((rand::random(), false)),
         },
     }
+}
+
+/// Is `res` from a warming-up backend a miss that the key's previous owner may answer?
+fn warming_miss(
+    balance: &BalanceConfig,
+    backend: &Backend,
+    method: &Method,
+    res: &Response<ResponseBody>,
+) -> bool {
+    if !balance.fallback()
+        || !matches!(*method, Method::GET | Method::HEAD)
+        || !backend
+            .ramp
+            .is_some_and(|r| r.direction == RampDirection::Up)
+    {
+        return false;
+    }
+    balance.warmup_miss_status.contains(&res.status().as_u16())
+        || balance
+            .warmup_miss_header
+            .as_ref()
+            .is_some_and(|(name, value)| res.headers().get(name) == Some(value))
 }
 
 fn downstream_response(
@@ -287,6 +369,7 @@ fn downstream_response(
     backend: &Backend,
     debug_headers: bool,
     head: &Head,
+    load: LoadGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -300,5 +383,5 @@ fn downstream_response(
             parts.headers.insert(X_RINGPROXY_BACKEND, v);
         }
     }
-    Response::from_parts(parts, Either::Left(body))
+    Response::from_parts(parts, Either::Left(Relayed::new(body, load)))
 }

@@ -142,6 +142,10 @@ impl Ring {
             text.extend_from_slice(m.id.as_bytes());
             text.push(0);
             text.extend_from_slice(&m.weight.to_le_bytes());
+            // A ramp is a different layout; a finished one is the same as none.
+            if m.point_count(self.vnodes) != self.vnodes.saturating_mul(m.weight) {
+                text.extend_from_slice(&m.point_count(self.vnodes).to_le_bytes());
+            }
         }
         format!("{:016x}", xxh3_64(&text))
     }

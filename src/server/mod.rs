@@ -4,6 +4,7 @@
 mod activity;
 mod checks;
 mod connections;
+mod ramps;
 mod workers;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::snapshot::{Cluster, StartError};
+use crate::traffic::Traffic;
 
 /// The admin API is for operators and scripts: a few connections at a time.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -90,12 +92,14 @@ impl Server {
             .await
             .map_err(bind_error("admin.listen", addr))?;
         let metrics = Arc::new(Metrics::new());
-        let proxy = Proxy::new(cluster.clone(), metrics.clone());
+        let traffic = Arc::new(Traffic::default());
+        let proxy = Proxy::new(cluster.clone(), traffic.clone(), metrics.clone());
         let reloader = Arc::new(Reloader::new(path, cluster.clone()));
         let admin = Arc::new(Admin::new(
             cluster.clone(),
             metrics.clone(),
             reloader.clone(),
+            traffic,
         ));
         Ok(Server {
             proxy_listener,
@@ -176,6 +180,7 @@ impl Server {
         );
 
         tokio::spawn(checks::run(self.cluster.clone(), shutdown.child_token()));
+        tokio::spawn(ramps::run(self.cluster.clone(), shutdown.child_token()));
         let admin = self.admin;
         let admin_done = serve(
             Arrivals::Listener(

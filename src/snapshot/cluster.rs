@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use super::view::{Backend, Origin, Settings, Snapshot};
+use super::view::{Backend, Origin, Ramp, RampDirection, Settings, Snapshot};
+use crate::clock::now_ms;
 use crate::config::{validate_address, validate_id, validate_weight, BackendConfig, Config};
 use crate::health::BackendHealth;
+use crate::load::BackendLoad;
 use crate::ring::RingError;
 use crate::state_file::{SavedBackend, StateError, StateFile};
 use crate::sync::lock;
@@ -166,9 +168,77 @@ impl Cluster {
         .map(|_| ())
     }
 
+    /// Moves every ramp on to `now`: warming backends gain points, ramping-down ones lose
+    /// them; a finished warm-up ends as a plain member, a finished ramp-down as a drained one
+    /// with all its points back (the same owners: drained, its keys go to the next candidate,
+    /// exactly where they went as its points left).
+    pub fn advance_ramps(&self, now: u64) -> Result<(), ChangeError> {
+        if self.load().backends.iter().all(|b| b.ramp.is_none()) {
+            return Ok(());
+        }
+        self.change(|_, draft| {
+            for b in &mut draft.backends {
+                let Some(mut ramp) = b.ramp else { continue };
+                let full = draft.vnodes.saturating_mul(b.weight);
+                if ramp.progress(now) >= 1.0 {
+                    b.ramp = None;
+                    if ramp.direction == RampDirection::Down {
+                        // Before the commit, so the state file records the drain.
+                        b.health.set_draining(true);
+                    }
+                } else {
+                    ramp.points = ramp.points_at(now, full);
+                    b.ramp = Some(ramp);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Drains a backend gradually over `duration`: its points leave the ring a few at a time
+    /// (each key moves once), then it is drained.
+    pub fn ramp_down(
+        &self,
+        id: &str,
+        duration: std::time::Duration,
+    ) -> Result<Backend, ChangeError> {
+        let now = now_ms();
+        self.change(|_, draft| {
+            let vnodes = draft.vnodes;
+            let b = draft
+                .backends
+                .iter_mut()
+                .find(|b| *b.id == *id)
+                .ok_or_else(|| ChangeError::NotFound(id.to_string()))?;
+            let points = b.ramp.map_or(vnodes.saturating_mul(b.weight), |r| r.points);
+            b.ramp = Some(Ramp {
+                direction: RampDirection::Down,
+                started_ms: now,
+                duration_ms: duration.as_millis() as u64,
+                points,
+            });
+            Ok(b.clone())
+        })
+        .map(|(b, _, _)| b)
+    }
+
     /// Drains or undrains a backend: it keeps its points, so undrain returns exactly its keys.
-    /// Saved to the state file before it takes effect.
+    /// Undrain also stops a ramp-down. Saved to the state file before it takes effect.
     pub fn set_draining(&self, id: &str, draining: bool) -> Result<Backend, ChangeError> {
+        if !draining
+            && self
+                .load()
+                .get(id)
+                .is_some_and(|b| b.ramp.is_some_and(|r| r.direction == RampDirection::Down))
+        {
+            self.change(|_, draft| {
+                if let Some(b) = draft.backends.iter_mut().find(|b| *b.id == *id) {
+                    b.ramp = None;
+                }
+                Ok(())
+            })?;
+        }
         let w = lock(&self.writer);
         let snapshot = self.load();
         let b = snapshot
@@ -252,13 +322,31 @@ impl Cluster {
         mut draft: Draft,
     ) -> Result<Arc<Snapshot>, ChangeError> {
         draft.backends.sort_by(|a, b| a.id.cmp(&b.id));
+        // Joiners warm up when a warm-up is configured, whoever added them; the first members
+        // of an empty ring have nobody to take keys from.
+        if let Some(warmup) = draft.settings.balance.warmup {
+            if !old.backends.is_empty() {
+                let now = now_ms();
+                for b in &mut draft.backends {
+                    if b.ramp.is_none() && find(&old.backends, &b.id).is_none() {
+                        b.ramp = Some(Ramp {
+                            direction: RampDirection::Up,
+                            started_ms: now,
+                            duration_ms: warmup.as_millis() as u64,
+                            points: 0,
+                        });
+                    }
+                }
+            }
+        }
+        let points = |b: &Backend| b.ramp.map(|r| r.points);
         let same_ring = draft.vnodes == old.ring.vnodes()
             && draft.backends.len() == old.backends.len()
             && draft
                 .backends
                 .iter()
                 .zip(&old.backends)
-                .all(|(a, b)| a.id == b.id && a.weight == b.weight);
+                .all(|(a, b)| a.id == b.id && a.weight == b.weight && points(a) == points(b));
         let same_members = same_ring
             && draft
                 .backends
@@ -338,7 +426,12 @@ pub(super) fn carry(old: &Backend, new: Backend) -> Backend {
         h.set_draining(old.health.is_draining());
         h
     };
-    Backend { health, ..new }
+    Backend {
+        health,
+        load: old.load.clone(),
+        ramp: old.ramp,
+        ..new
+    }
 }
 
 /// The membership as the state file stores it; `drain` overrides one backend's flag.
@@ -373,5 +466,7 @@ pub(super) fn backend(id: &str, address: &str, weight: i64) -> Result<Backend, C
         authority,
         health: Arc::new(BackendHealth::default()),
         origin: Origin::Static,
+        load: Arc::new(BackendLoad::default()),
+        ramp: None,
     })
 }

@@ -18,7 +18,7 @@ mod view;
 
 pub use cluster::{ChangeError, Cluster, StartError, Upsert};
 pub use reload::Reloaded;
-pub use view::{Backend, Origin, Settings, Snapshot};
+pub use view::{Backend, Origin, Ramp, RampDirection, Settings, Snapshot};
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use http::uri::Authority;
 
 use crate::affinity::AffinityConfig;
-use crate::config::{Config, HealthConfig, ProxyConfig};
+use crate::config::{BalanceConfig, Config, HealthConfig, ProxyConfig};
 use crate::health::BackendHealth;
+use crate::load::{over_bound, BackendLoad};
 use crate::ring::{Member, Ring, RingError};
 
 /// Where a member came from; discovery replaces only its own members.
@@ -52,6 +53,52 @@ pub struct Backend {
     pub health: Arc<BackendHealth>,
     /// Who added it.
     pub origin: Origin,
+    /// Requests in flight; shared like `health`.
+    pub load: Arc<BackendLoad>,
+    /// A warm-up or ramp-down in progress.
+    pub ramp: Option<Ramp>,
+}
+
+/// Which way a ramp goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RampDirection {
+    /// A joiner warming up: its points enter the ring.
+    Up,
+    /// A drain with a ramp: its points leave the ring, then it is drained.
+    Down,
+}
+
+/// A backend entering or leaving the ring gradually: a growing (or shrinking) prefix of its
+/// point sequence is on the ring, so every key moves at most once and never back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ramp {
+    /// Up or down.
+    pub direction: RampDirection,
+    /// When it started ([`crate::clock::now_ms`]).
+    pub started_ms: u64,
+    /// How long it takes.
+    pub duration_ms: u64,
+    /// Points on the ring now.
+    pub points: u32,
+}
+
+impl Ramp {
+    /// Share of the way done at `now`, 0.0 to 1.0.
+    pub fn progress(&self, now: u64) -> f64 {
+        if self.duration_ms == 0 {
+            return 1.0;
+        }
+        (now.saturating_sub(self.started_ms) as f64 / self.duration_ms as f64).min(1.0)
+    }
+
+    /// Points on the ring at `now` for a backend with `full` points when not ramping.
+    pub fn points_at(&self, now: u64, full: u32) -> u32 {
+        let done = (f64::from(full) * self.progress(now)).floor() as u32;
+        match self.direction {
+            RampDirection::Up => done.min(full),
+            RampDirection::Down => full.saturating_sub(done),
+        }
+    }
 }
 
 /// The settings a config reload may change, read by each request from its snapshot.
@@ -65,6 +112,8 @@ pub struct Settings {
     pub affinity: AffinityConfig,
     /// `[health]`.
     pub health: HealthConfig,
+    /// `[balance]`.
+    pub balance: BalanceConfig,
 }
 
 impl Settings {
@@ -75,6 +124,7 @@ impl Settings {
             token: config.admin.token.clone(),
             affinity: config.affinity.clone(),
             health: config.health.clone(),
+            balance: config.balance.clone(),
         }
     }
 }
@@ -103,7 +153,10 @@ impl Snapshot {
     ) -> Result<Snapshot, RingError> {
         backends.sort_by(|a, b| a.id.cmp(&b.id));
         let ring = Ring::new(
-            backends.iter().map(|b| Member::new(b.id.clone(), b.weight)),
+            backends.iter().map(|b| match &b.ramp {
+                Some(r) => Member::ramped(b.id.clone(), b.weight, r.points),
+                None => Member::new(b.id.clone(), b.weight),
+            }),
             vnodes,
         )?;
         Ok(Snapshot::with_ring(
@@ -135,12 +188,58 @@ impl Snapshot {
         self.ring.lookup(key).map(|i| &self.backends[i])
     }
 
+    /// The usable candidate from `position` on after passing `skip` usable ones (spilled past
+    /// by the load bound); the first usable one when there are not that many.
+    pub fn serving_after(&self, position: u64, now: u64, skip: usize) -> Option<&Backend> {
+        let mut usable = self
+            .ring
+            .candidates_hash(position)
+            .map(|i| &self.backends[i])
+            .filter(|b| b.health.usable(now));
+        let first = usable.next()?;
+        if skip == 0 {
+            return Some(first);
+        }
+        Some(usable.nth(skip - 1).unwrap_or(first))
+    }
+
     /// The backend that would serve `key` now: the first usable candidate clockwise.
     pub fn serving(&self, key: &[u8], now: u64) -> Option<&Backend> {
         self.ring
             .candidates(key)
             .map(|i| &self.backends[i])
             .find(|b| b.health.usable(now))
+    }
+
+    /// How many usable candidates from `position` on are over the load bound before the first
+    /// that is not; 0 when all are (then the owner serves, as the bound promises nothing better).
+    pub fn spills(&self, position: u64, now: u64, bound: f64, total: usize) -> usize {
+        let all = self.backends.len();
+        // Cheap first: with every backend counted as usable the cap is lowest, so a backend not
+        // over it is not over the real one either.
+        let mut usable = None;
+        let mut over = 0;
+        for index in self.ring.candidates_hash(position) {
+            let b = &self.backends[index];
+            if !b.health.usable(now) {
+                continue;
+            }
+            let in_flight = b.load.in_flight();
+            if !over_bound(in_flight, total, all, bound) {
+                return over;
+            }
+            let usable = *usable.get_or_insert_with(|| {
+                self.backends
+                    .iter()
+                    .filter(|b| b.health.usable(now))
+                    .count()
+            });
+            if !over_bound(in_flight, total, usable, bound) {
+                return over;
+            }
+            over += 1;
+        }
+        0
     }
 
     /// The backend with this id.
