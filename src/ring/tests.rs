@@ -348,3 +348,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_growing_prefix_of_points_moves_each_key_once_and_only_to_the_joiner() {
+    let base = ["a", "b", "c", "d"];
+    let keys = keys(5000);
+    let full = 200;
+    let mut last: Vec<String> = keys
+        .iter()
+        .map(|k| owner(&ring(&base, full), k).to_string())
+        .collect();
+    let mut moves = vec![0; keys.len()];
+    for step in 0..=10 {
+        let points = full * step / 10;
+        let r = Ring::new(
+            base.iter()
+                .map(|id| Member::new(*id, 1))
+                .chain([Member::ramped("e", 1, points)]),
+            full,
+        )
+        .unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let now = owner(&r, k);
+            if now != last[i] {
+                assert_eq!(now, "e", "{k} moved to {now} at step {step}");
+                moves[i] += 1;
+                last[i] = now.to_string();
+            }
+        }
+    }
+    assert!(moves.iter().all(|&m| m <= 1));
+    let full_ring = ring(&["a", "b", "c", "d", "e"], full);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            last[i],
+            owner(&full_ring, k),
+            "the full ramp is the plain ring"
+        );
+    }
+}
