@@ -33,6 +33,7 @@ pub mod forwarded;
 pub mod health;
 pub mod hop;
 pub mod hot;
+pub mod http1;
 pub mod load;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,281 @@
+//! Parsing a request head with `httparse` into stack storage, then validating it more
+//! strictly than a general server must (RFC 9112): the relay forwards bytes as they came, so
+//! anything two parsers could read differently is refused instead of normalised.
+//!
+//! Refused (400 and close): `Content-Length` together with `Transfer-Encoding`; several
+//! `Content-Length` values that differ, or one that is not a plain decimal number; a
+//! `Transfer-Encoding` whose last coding is not `chunked` (or that lists `chunked` twice, or
+//! anything after it); obs-fold continuation lines; a bare CR or bare LF anywhere in the head;
+//! NUL and other control bytes in names or values (`httparse` already refuses most). A head
+//! larger than the limit is a 431.
+
+use std::ops::Range;
+
+/// Headers one request head may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding (the last coding), trailers possible.
+    Chunked,
+}
+
+/// A parsed request head: everything as ranges into the buffer it was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of the head, final CRLF CRLF included.
+    pub len: usize,
+    /// The method token.
+    pub method: Range<usize>,
+    /// The request target, as sent.
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// `(name, value)` for each header line, in order.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// `Connection: close` (or HTTP/1.0 without keep-alive).
+    pub close: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` header.
+    pub upgrade: bool,
+}
+
+/// Why a head cannot be relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// More bytes are needed.
+    #[error("incomplete head")]
+    Partial,
+    /// Larger than the limit: 431.
+    #[error("request head too large")]
+    TooLarge,
+    /// Malformed or ambiguous: 400.
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+}
+
+/// Parses the request head at the start of `buf` (at most `limit` bytes of it).
+pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut storage);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("unparsable head")),
+    };
+    if len > limit {
+        return Err(HeadError::TooLarge);
+    }
+    strict_line_endings(&buf[..len])?;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let method = at(req
+        .method
+        .ok_or(HeadError::Malformed("no method"))?
+        .as_bytes());
+    let target = at(req
+        .path
+        .ok_or(HeadError::Malformed("no target"))?
+        .as_bytes());
+    let minor = req.version.ok_or(HeadError::Malformed("no version"))?;
+
+    let mut head = RequestHead {
+        len,
+        method,
+        target,
+        minor,
+        headers: Vec::with_capacity(req.headers.len()),
+        framing: Framing::None,
+        close: minor == 0,
+        expect_continue: false,
+        upgrade: false,
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut upgrade_header = false;
+    let mut connection_upgrade = false;
+    for h in req.headers.iter() {
+        let (name, value) = (h.name.as_bytes(), h.value);
+        if value.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(HeadError::Malformed("control byte in a header value"));
+        }
+        head.headers.push((at(name), at(value)));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("differing Content-Length values"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            // Codings accumulate across header lines; chunked must be last and only once.
+            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    return Err(HeadError::Malformed("a coding after chunked"));
+                }
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    head.close = true;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    head.close = false;
+                } else if option.eq_ignore_ascii_case(b"upgrade") {
+                    connection_upgrade = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_header = true;
+        }
+    }
+    head.upgrade = upgrade_header && connection_upgrade;
+    head.framing = match (te_seen, length) {
+        (true, Some(_)) => {
+            return Err(HeadError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (true, None) if chunked => Framing::Chunked,
+        // A request whose last coding is not chunked has no knowable length (RFC 9112 §6.3).
+        (true, None) => {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding not ending in chunked",
+            ))
+        }
+        (false, Some(0) | None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    Ok(head)
+}
+
+/// Every LF preceded by CR and every CR followed by LF: no bare CR or LF for two parsers to
+/// read differently. (httparse accepts a bare LF as a line end.)
+fn strict_line_endings(head: &[u8]) -> Result<(), HeadError> {
+    let mut prev = 0u8;
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' && prev != b'\r' {
+            return Err(HeadError::Malformed("bare LF"));
+        }
+        if b == b'\r' && head.get(i + 1) != Some(&b'\n') {
+            return Err(HeadError::Malformed("bare CR"));
+        }
+        // A line starting with space or tab continues the previous one: obs-fold.
+        if prev == b'\n' && (b == b' ' || b == b'\t') {
+            return Err(HeadError::Malformed("obs-fold"));
+        }
+        prev = b;
+    }
+    Ok(())
+}
+
+/// A Content-Length value: 1*DIGIT, nothing else (no sign, no spaces inside, no list).
+fn content_length(value: &[u8]) -> Result<u64, HeadError> {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::Malformed("invalid Content-Length"));
+    }
+    v.iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or(HeadError::Malformed("invalid Content-Length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RequestHead, HeadError> {
+        parse_request(text.as_bytes(), 16 * 1024)
+    }
+
+    #[test]
+    fn a_plain_get_and_its_ranges() {
+        let text = "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-User-Id: 42\r\n\r\nrest";
+        let h = parse(text).unwrap();
+        assert_eq!(&text[h.method.clone()], "GET");
+        assert_eq!(&text[h.target.clone()], "/a?b=c");
+        assert_eq!(h.minor, 1);
+        assert_eq!(h.len, text.len() - 4);
+        assert_eq!(&text[h.headers[1].0.clone()], "X-User-Id");
+        assert_eq!(&text[h.headers[1].1.clone()], "42");
+        assert_eq!(h.framing, Framing::None);
+        assert!(!h.close);
+    }
+
+    #[test]
+    fn framing_is_decided_strictly() {
+        let ok = |t: &str| parse(t).unwrap().framing;
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            ok("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+        for bad in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\nX: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(HeadError::Malformed(_))),
+                "{bad:?}: {:?}",
+                parse(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_partial_heads_and_connection_options() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: x\r\n"),
+            Err(HeadError::Partial)
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert_eq!(parse_request(big.as_bytes(), 64), Err(HeadError::TooLarge));
+        let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(h.close);
+        let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(!h.close);
+        let h =
+            parse("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert!(h.upgrade);
+        let h =
+            parse("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert!(h.expect_continue);
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP/1.1 heads as bytes: the strict, zero-copy request-head parser the relay path is built
+//! on (RFC 9112). A front proxy relays header bytes it does not need to understand; what it
+//! must understand — the framing of the body — it decides once, strictly, because that is
+//! where request smuggling lives.
+//!
+//! - `head.rs`: parse and validate a request head into ranges of the input buffer.
+
+mod head;
+
+pub use head::{parse_request, Framing, HeadError, RequestHead, MAX_HEADERS};
