@@ -4,7 +4,10 @@
 //! where request smuggling lives.
 //!
 //! - `head.rs`: parse and validate a request head into ranges of the input buffer.
+//! - `chunked.rs`: follow a chunked body to its end without copying it.
 
+mod chunked;
 mod head;
 
+pub use chunked::{ChunkError, Chunked};
 pub use head::{parse_request, Framing, HeadError, RequestHead, MAX_HEADERS};
