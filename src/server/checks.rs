@@ -27,7 +27,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         if active != logged {
             match &active {
                 Some(a) => {
-                    tracing::info!(path = %a.path, interval = ?a.interval, "active health checks on")
+                    tracing::info!(path = %a.path, interval = ?a.interval, "active health checks on");
                 }
                 None if logged.is_some() => tracing::info!("active health checks off"),
                 None => {}
