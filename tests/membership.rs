@@ -305,20 +305,24 @@ async fn post_reload_reports_the_change_and_an_invalid_file_changes_nothing() {
 }
 
 /// Starts `n` requests for `/slow/MS` with keys `slow-{round}-{i}`; each task answers
-/// (status, body, x-backend).
+/// (status, body, x-backend if any).
 fn slow_requests(
     p: &Ringproxy,
     round: usize,
     n: usize,
     ms: u64,
-) -> Vec<tokio::task::JoinHandle<(StatusCode, String, String)>> {
+) -> Vec<tokio::task::JoinHandle<(StatusCode, String, Option<String>)>> {
     (0..n)
         .map(|i| {
             let (http, url) = (p.http.clone(), p.url(&format!("/slow/{ms}")));
             tokio::spawn(async move {
                 let key = format!("slow-{round}-{i}");
                 let r = http.get(&url, &[("x-user-id", &key)]).await;
-                (r.status, r.text(), r.backend())
+                let backend = r
+                    .headers
+                    .get("x-backend")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status, r.text(), backend)
             })
         })
         .collect()
@@ -385,8 +389,12 @@ async fn requests_in_flight_across_a_reload_complete() {
             let (status, body, backend) = task.await.unwrap();
             assert_eq!(status, StatusCode::OK, "request {i}: {body}");
             let key = format!("slow-{round}-{i}");
-            assert_eq!(backend, serving(&ring, &key, &[]), "{key}");
-            assert_eq!(body, backend);
+            assert_eq!(
+                backend.as_deref(),
+                Some(&*serving(&ring, &key, &[])),
+                "{key}"
+            );
+            assert_eq!(Some(body), backend);
         }
     }
     assert_eq!(
@@ -619,4 +627,31 @@ async fn a_listen_change_on_reload_is_reported_as_ignored_and_the_rest_applies()
     let after = p.route(&keys).await;
     assert_same_routing(&keys, &expected(&ring, &keys, &[]), &after, "after");
     assert_eq!(p.ring().await["fingerprint"], ring.fingerprint());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_the_moment_listening_is_logged_reloads_instead_of_killing() {
+    // "listening" is the readiness line operators and scripts wait for; a SIGHUP right after it
+    // must already find the handler installed (the default action terminates the process).
+    let backends = start_backends(&["a", "b"]).await;
+    let file = TempFile::new(
+        "early-hup",
+        &process_config("", "", "", &with_addr(&[("a", 1), ("b", 1)], &backends)),
+    );
+    for attempt in 0..5 {
+        let mut p =
+            Process::spawn_signalling_on(&file.path, "\"message\":\"listening\"", Signal::Hup);
+        let reloaded = p
+            .wait_line(0, START_WITHIN, |l| {
+                l.contains("config reloaded").then_some(())
+            })
+            .await;
+        if reloaded.is_none() || !p.is_running() {
+            let status = p.wait_exit(Duration::from_secs(1)).await;
+            panic!(
+                "attempt {attempt}: SIGHUP right after \"listening\" ended the process ({status}); stderr:\n{}",
+                p.stderr()
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! JSON `"listening"` line, so no port is ever guessed, reserved or raced for. Every wait is a
 //! bounded poll; a process still running when its handle drops is killed (SIGKILL) and reaped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -57,6 +57,8 @@ pub struct Process {
     child: std::process::Child,
     lines: Lines,
     status: Option<ExitStatus>,
+    /// The `sh` waiting to send a signal ([`Process::spawn_signalling_on`]).
+    helper: Option<std::process::Child>,
 }
 
 impl Process {
@@ -72,6 +74,23 @@ impl Process {
 
     /// Spawns the binary with these arguments (stdin and stdout closed, stderr collected).
     pub fn spawn_args(args: &[&str]) -> Process {
+        Process::spawn_inner(args, None)
+    }
+
+    /// Like [`Process::spawn`], and sends `signal` the moment a stderr line containing `trigger`
+    /// is read: the reader thread wakes an `sh` helper that is already waiting with `kill`, so
+    /// the signal follows the line by microseconds (no poll interval, no fork in between).
+    pub fn spawn_signalling_on(config: &Path, trigger: &str, signal: Signal) -> Process {
+        let args = [
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--log-format",
+            "json",
+        ];
+        Process::spawn_inner(&args, Some((trigger.to_string(), signal)))
+    }
+
+    fn spawn_inner(args: &[&str], on_line: Option<(String, Signal)>) -> Process {
         let mut child = Command::new(RINGPROXY_BIN)
             .args(args)
             .env_remove("RINGPROXY_CONFIG")
@@ -82,11 +101,37 @@ impl Process {
             .spawn()
             .expect("spawn ringproxy");
         let stderr = child.stderr.take().expect("piped stderr");
+        let mut helper = None;
+        let mut trigger = None;
+        if let Some((needle, signal)) = on_line {
+            let mut sh = Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("read go && kill -{} \"$1\"", signal.name()),
+                    "sh",
+                    &child.id().to_string(),
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn sh");
+            trigger = Some((needle, sh.stdin.take().expect("piped stdin")));
+            helper = Some(sh);
+        }
         let lines = Lines::default();
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if trigger
+                    .as_ref()
+                    .is_some_and(|(needle, _)| line.contains(needle))
+                {
+                    if let Some((_, mut go)) = trigger.take() {
+                        let _ = go.write_all(b"go\n");
+                    }
+                }
                 sink.inner.lock().unwrap().0.push(line);
             }
             sink.inner.lock().unwrap().1 = true;
@@ -95,6 +140,7 @@ impl Process {
             child,
             lines,
             status: None,
+            helper,
         }
     }
 
@@ -221,6 +267,10 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill_now();
+        if let Some(mut sh) = self.helper.take() {
+            let _ = sh.kill();
+            let _ = sh.wait();
+        }
     }
 }
 
