@@ -655,3 +655,78 @@ async fn sighup_the_moment_listening_is_logged_reloads_instead_of_killing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_admin_changes_unless_the_backends_list_changed() {
+    let backends = start_backends(&["a", "b", "c", "j"]).await;
+    let dir = TestDir::new("reload-state");
+    let state = dir.join("membership.json");
+    let admin = format!("state_file = {:?}", state.display().to_string());
+    let config = dir.join("ringproxy.toml");
+    let write = |list: &[(&str, u32)]| {
+        std::fs::write(
+            &config,
+            process_config("", &admin, "", &with_addr(list, &backends)),
+        )
+        .unwrap();
+    };
+    write(&[("a", 1), ("b", 1)]);
+    let mut p = Ringproxy::start(&config).await;
+    let body = format!("{{\"address\": \"{}\"}}", backends[3].addr);
+    let r = p.admin_call(Method::PUT, "/backends/j", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = p.admin_call(Method::POST, "/backends/b/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let with_j = saved(&[("a", 1, false), ("b", 1, true), ("j", 1, false)]);
+    assert_eq!(saved_members(&state), with_j);
+
+    // The file's list did not change: the admin's join and drain stay, in both places.
+    let listed = membership(&p.backends().await);
+    let r = p.reload().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!((&v["joined"], &v["left"]), (&json!([]), &json!([])), "{v}");
+    assert_eq!(v["moved"], 0.0, "{v}");
+    assert_eq!(membership(&p.backends().await), listed);
+    assert_eq!(saved_members(&state), with_j);
+
+    // Also after a restart from the state file.
+    p.signal(Signal::Kill);
+    p.process.wait_exit(WAIT).await;
+    drop(p);
+    let mut p = Ringproxy::start(&config).await;
+    assert_eq!(
+        membership(&p.backends().await)["backends"],
+        listed["backends"]
+    );
+    let r = p.reload().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        membership(&p.backends().await)["backends"],
+        listed["backends"]
+    );
+    assert_eq!(saved_members(&state), with_j);
+
+    // The list changed (c joins): membership follows the file, j goes, b stays drained, and the
+    // state file says so before the next start reads it.
+    write(&[("a", 1), ("b", 1), ("c", 1)]);
+    p.signal(Signal::Hup);
+    let listed = p
+        .wait_backends(WAIT, |b| {
+            members_of(b) == members(&[("a", 1), ("b", 1), ("c", 1)])
+        })
+        .await;
+    assert_eq!(entry(&listed, "b")["state"], "draining", "{listed}");
+    let with_c = saved(&[("a", 1, false), ("b", 1, true), ("c", 1, false)]);
+    assert_eq!(saved_members(&state), with_c);
+    p.signal(Signal::Kill);
+    p.process.wait_exit(WAIT).await;
+    drop(p);
+    let p = Ringproxy::start(&config).await;
+    let again = p.backends().await;
+    assert_eq!(
+        membership(&again)["backends"],
+        membership(&listed)["backends"]
+    );
+    assert_eq!(again["fingerprint"], listed["fingerprint"]);
+}
