@@ -149,7 +149,10 @@ fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
             Err(ServeError::Start(e)) => return Err(Failure::Config(e.to_string())),
             Err(e) => return Err(Failure::Other(e.into())),
         };
-        tokio::spawn(reload_on_hangup(server.reloader()));
+        // The handler is installed here, before `run` logs "listening": a SIGHUP sent as soon
+        // as that line appears must reload, not meet the default action (terminate).
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        tokio::spawn(reload_on_hangup(server.reloader(), hangup));
         server
             .run(shutdown)
             .await
@@ -165,10 +168,13 @@ enum Failure {
     Other(anyhow::Error),
 }
 
-/// `SIGHUP` re-reads the config file; a failed reload is logged and changes nothing.
-async fn reload_on_hangup(reloader: std::sync::Arc<ringproxy::reload::Reloader>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+/// `SIGHUP` (from `hangup`, installed by the caller) re-reads the config file; a failed reload
+/// is logged and changes nothing.
+async fn reload_on_hangup(
+    reloader: std::sync::Arc<ringproxy::reload::Reloader>,
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hup) = hangup else {
         tracing::error!("cannot install the SIGHUP handler; reload with POST /reload");
         return;
     };

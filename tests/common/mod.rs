@@ -5,6 +5,7 @@
 
 mod backend;
 mod client;
+mod process;
 mod proxy;
 mod ring;
 
@@ -13,6 +14,8 @@ mod ring;
 pub use backend::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]
