@@ -205,7 +205,14 @@ where
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
+        // Installed before anything listens: a SIGTERM right after "listening" must already
+        // find the handler, not the default action.
+        match stop_signals() {
+            Some(signals) => {
+                tokio::spawn(wait_and_stop(signals, shutdown.clone()));
+            }
+            None => tracing::error!("cannot install signal handlers"),
+        }
         match body(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(Failure::Config(e)) => {
@@ -222,15 +229,18 @@ where
     })
 }
 
-async fn signals(shutdown: CancellationToken) {
+type StopSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// SIGTERM and SIGINT listeners, installed now.
+fn stop_signals() -> Option<StopSignals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+    Some((
+        signal(SignalKind::terminate()).ok()?,
+        signal(SignalKind::interrupt()).ok()?,
+    ))
+}
+
+async fn wait_and_stop((mut term, mut int): StopSignals, shutdown: CancellationToken) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),

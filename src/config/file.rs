@@ -10,7 +10,7 @@ use super::health::HealthConfig;
 use super::proxy::{vnodes, AdminConfig, ProxyConfig};
 use super::raw::RawConfig;
 use crate::affinity::AffinityConfig;
-use crate::ring::{Member, Ring};
+use crate::ring::{Member, Ring, RingError, MAX_POINTS};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl Config {
     }
 }
 
-fn ring(backends: &[BackendConfig], vnodes: u32) -> Result<Ring, crate::ring::RingError> {
+fn ring(backends: &[BackendConfig], vnodes: u32) -> Result<Ring, RingError> {
     Ring::new(
         backends
             .iter()
@@ -76,8 +76,19 @@ impl TryFrom<RawConfig> for Config {
             balance: raw.balance.try_into()?,
             backends: backends(raw.backends)?,
         };
-        // Catch what only the whole set can get wrong (the point limit).
-        ring(&config.backends, config.vnodes).map_err(|e| invalid("ring.vnodes", e.to_string()))?;
+        // Catch what only the whole set can get wrong (the point limit), without building the
+        // ring: at 1,000 backends that would be most of a reload's time.
+        let points: u64 = config
+            .backends
+            .iter()
+            .map(|b| u64::from(config.vnodes) * u64::from(b.weight))
+            .sum();
+        if points > MAX_POINTS {
+            return Err(invalid(
+                "ring.vnodes",
+                RingError::TooManyPoints(points).to_string(),
+            ));
+        }
         Ok(config)
     }
 }
