@@ -24,6 +24,7 @@ struct Restartable {
     name: String,
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -34,6 +35,7 @@ impl Restartable {
             name: name.to_string(),
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
             task: None,
         };
         b.serve(listener);
@@ -41,7 +43,12 @@ impl Restartable {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        self.task = Some(serve_backend(listener, &self.name, self.hits.clone()));
+        self.task = Some(serve_backend(
+            listener,
+            &self.name,
+            self.hits.clone(),
+            self.open.clone(),
+        ));
     }
 
     /// Closes the listener and every connection; returns once the port is closed.

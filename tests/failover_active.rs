@@ -74,7 +74,8 @@ impl Scripted {
             hits: AtomicUsize::new(0),
         });
         let (name_owned, shared) = (name.to_string(), script.clone());
-        let accept = serve_http(listener, move |req| {
+        let open = Arc::new(AtomicUsize::new(0));
+        let accept = serve_http(listener, open, move |req| {
             let (name, script) = (name_owned.clone(), shared.clone());
             async move { answer(&name, &script, req).await }
         });
