@@ -3,6 +3,10 @@
 //! membership changes, every backend down, and `fail_on_5xx`. Expected routing is computed with
 //! the same `Ring` the proxy uses: a key whose owner is unusable goes to its next usable
 //! candidate clockwise, and no other key ever moves.
+//!
+//! Nothing here depends on the machine being fast: waits are bounded polls for a condition,
+//! ejections last long enough (set in each test's config) that the test looks at them while
+//! they are on, and ejection lengths are checked against the time actually measured around them.
 
 mod common;
 
@@ -13,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Method, StatusCode};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -24,6 +29,7 @@ struct Restartable {
     name: String,
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -34,6 +40,7 @@ impl Restartable {
             name: name.to_string(),
             addr: listener.local_addr().unwrap(),
             hits: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
             task: None,
         };
         b.serve(listener);
@@ -41,15 +48,23 @@ impl Restartable {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        self.task = Some(serve_backend(listener, &self.name, self.hits.clone()));
+        self.task = Some(serve_backend(
+            listener,
+            &self.name,
+            self.hits.clone(),
+            self.open.clone(),
+        ));
     }
 
-    /// Closes the listener and every connection; returns once the port is closed.
+    /// Closes the listener and every connection; returns once the port and every connection
+    /// are closed.
     async fn stop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
         }
+        let what = format!("{} still has connections open after stop", self.name);
+        wait_closed(&self.open, &what).await;
     }
 
     /// Listens on the same address again (retrying while the old socket lingers, up to 3 s).
@@ -99,7 +114,8 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
     let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
     let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
-    let p = Arc::new(start_proxy(&config_proxy("debug_headers = true", "", &refs)).await);
+    let health = format!("[health]\n{EJECT_FOR_LONG}");
+    let p = Arc::new(start_proxy(&config_proxy("debug_headers = true", &health, &refs)).await);
     let ring = ring(&names);
     let keys = Arc::new(keys(400));
     let owners = expected(&ring, &keys, &[]);
@@ -155,11 +171,11 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
     }
 
     // Kill mid-stream, then watch for the ejection.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sent.load(Ordering::SeqCst) < total / 4 {
-        assert!(Instant::now() < deadline, "clients stalled");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_until(Duration::from_secs(60), "clients stalled", || {
+        sent.load(Ordering::SeqCst) >= total / 4
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let sent_at_kill = sent.load(Ordering::SeqCst);
     let killed_at = Instant::now();
     phase.store(KILLED, Ordering::SeqCst);
@@ -259,20 +275,58 @@ async fn killed_backend_fails_over_to_next_candidate_without_errors() {
 
 // ---- restart on the same address ------------------------------------------------------------
 
-/// Sends requests for `keys` (which must all be served by `want` meanwhile) until `id` is
-/// ejected; returns how many it took.
-async fn requests_until_ejected(p: &TestProxy, id: &str, keys: &[(String, String)]) -> usize {
+/// `eject_for` in the restart test: far longer than the few requests between an ejection and
+/// the look at it, short enough to wait out twice.
+const EJECT_FOR_MS: u64 = 1000;
+
+/// An ejection, as `GET /backends` showed it right after the request that caused it.
+struct Ejection {
+    /// The requests it took.
+    requests: usize,
+    state: Value,
+    /// An upper bound on the time between the ejection and the reading of `state`.
+    since: Duration,
+}
+
+impl Ejection {
+    /// Asserts that the ejection lasts `ms`. `ejected_for_ms` is `ms` minus the time since the
+    /// ejection, which `since` bounds: true however slow the machine, and tight when it is fast.
+    fn assert_length(&self, ms: u64, what: &str) {
+        let left = self.state["ejected_for_ms"].as_u64().unwrap();
+        let since = self.since.as_millis() as u64 + 1;
+        assert!(
+            left <= ms && ms <= left + since,
+            "{what}: want {ms} ms, but {left} ms were left at most {since} ms after: {}",
+            self.state
+        );
+    }
+}
+
+/// Sends requests for `keys` (which must all be served by `want` meanwhile) until `id` has
+/// been ejected `ejections` times in all.
+async fn requests_until_ejected(
+    p: &TestProxy,
+    id: &str,
+    keys: &[(String, String)],
+    ejections: u64,
+) -> Ejection {
     for n in 1..=20 {
         let (key, want) = &keys[(n - 1) % keys.len()];
+        let sent = Instant::now();
         let r = p.get_key("/", key).await;
         assert_eq!(r.status, StatusCode::OK, "{key}: {}", r.text());
         assert_eq!(&r.backend(), want, "{key} while {id} is down");
-        if p.backend_state(id).await["state"] == "ejected" {
-            return n;
+        let state = p.backend_state(id).await;
+        if state["ejections"] == ejections {
+            return Ejection {
+                requests: n,
+                state,
+                since: sent.elapsed(),
+            };
         }
     }
     panic!(
-        "{id} not ejected after 20 requests: {}",
+        "{id} not ejected (for the {ejections}th time) after 20 requests: {}",
         p.backend_state(id).await
     );
 }
@@ -291,8 +345,10 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
         ("cache-c", c.addr),
         ("cache-r", r.addr),
     ];
-    let health = "[health]\nfail_threshold = 3\neject_for = \"300ms\"\nmax_eject_for = \"5s\"";
-    let p = start_proxy(&config_addrs("", health, &list)).await;
+    let health = format!(
+        "[health]\nfail_threshold = 3\neject_for = \"{EJECT_FOR_MS}ms\"\nmax_eject_for = \"1m\""
+    );
+    let p = start_proxy(&config_addrs("", &health, &list)).await;
     let ring = ring(&["cache-a", "cache-b", "cache-c", "cache-r"]);
     let keys = keys(200);
     let owners = expected(&ring, &keys, &[]);
@@ -307,34 +363,41 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
 
     // Down: connect failures are retried on the next candidate, the third one ejects.
     r.stop().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = p.backend_state("cache-r").await;
-    println!("restart test: ejected after {n} requests: {s}");
-    assert_eq!(n, 3, "fail_threshold = 3");
-    let left = s["ejected_for_ms"].as_u64().unwrap();
-    assert!(
-        (1..=300).contains(&left),
-        "first ejection is eject_for: {s}"
+    let e = requests_until_ejected(&p, "cache-r", &r_keys, 1).await;
+    println!(
+        "restart test: ejected after {} requests: {}",
+        e.requests, e.state
     );
-    // (Only a few keys: a full pass could outlast the 300 ms ejection.)
-    let few: Vec<String> = keys[..16].to_vec();
-    p.assert_routing(&few, &after[..16], "while cache-r is ejected")
+    assert_eq!(e.requests, 3, "fail_threshold = 3: {}", e.state);
+    e.assert_length(EJECT_FOR_MS, "first ejection is eject_for");
+
+    // While ejected, cache-r is not even tried: its keys go straight to the next candidate.
+    let (few, few_after): (Vec<String>, Vec<String>) = (0..keys.len())
+        .filter(|&i| owners[i] == "cache-r")
+        .take(8)
+        .chain((0..keys.len()).filter(|&i| owners[i] != "cache-r").take(8))
+        .map(|i| (keys[i].clone(), after[i].clone()))
+        .unzip();
+    p.assert_routing(&few, &few_after, "while cache-r is ejected")
         .await;
+    let s = p.backend_state("cache-r").await;
+    assert!(
+        s["state"] == "ejected" && s["failures"] == e.state["failures"],
+        "cache-r was tried while ejected (or 16 requests outlasted its {EJECT_FOR_MS} ms \
+         ejection): {s}, at the ejection: {}",
+        e.state
+    );
 
     // Still down when the ejection ends: ejected again, for twice as long.
-    p.wait_state("cache-r", "healthy", Duration::from_secs(2))
+    p.wait_state("cache-r", "healthy", Duration::from_secs(10))
         .await;
-    let n = requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = p.backend_state("cache-r").await;
-    assert_eq!(n, 3, "{s}");
-    let left = s["ejected_for_ms"].as_u64().unwrap();
-    assert!((301..=600).contains(&left), "second ejection doubles: {s}");
-    assert_eq!(s["ejections"], 2, "{s}");
+    let e = requests_until_ejected(&p, "cache-r", &r_keys, 2).await;
+    assert_eq!(e.requests, 3, "{}", e.state);
+    e.assert_length(2 * EJECT_FOR_MS, "second ejection doubles");
 
     // Back on the same address: once the ejection ends, its keys come back; nothing else moved.
     r.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (key, _) = &r_keys[0];
         let got = p.get_key("/", key).await;
@@ -357,15 +420,9 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
 
     // A success reset the doubling: the next ejection is eject_for again.
     r.stop().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    requests_until_ejected(&p, "cache-r", &r_keys).await;
-    let s = p.backend_state("cache-r").await;
-    let left = s["ejected_for_ms"].as_u64().unwrap();
-    assert!(
-        (1..=300).contains(&left),
-        "doubling reset by the success: {s}"
-    );
-    assert_eq!(s["ejections"], 3, "{s}");
+    let e = requests_until_ejected(&p, "cache-r", &r_keys, 3).await;
+    assert_eq!(e.requests, 3, "{}", e.state);
+    e.assert_length(EJECT_FOR_MS, "doubling reset by the success");
 }
 
 // ---- drain / undrain ------------------------------------------------------------------------
@@ -373,7 +430,13 @@ async fn restarted_backend_gets_its_keys_back_after_the_ejection() {
 #[tokio::test]
 async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     let names = ["cache-a", "cache-b", "cache-c", "cache-d"];
-    let backends = start_backends(&names).await;
+    let (held, release) = start_held_backend("cache-b").await;
+    let backends = [
+        start_backend("cache-a").await,
+        held,
+        start_backend("cache-c").await,
+        start_backend("cache-d").await,
+    ];
     let refs: Vec<&TestBackend> = backends.iter().collect();
     let p = Arc::new(start_proxy(&config_with("", &refs)).await);
     let ring = ring(&names);
@@ -382,23 +445,26 @@ async fn drain_moves_exactly_the_drained_keys_and_undrain_restores_them() {
     p.assert_routing(&keys, &owners, "at start").await;
     let version = p.ring_version().await;
 
-    // A request cache-b already holds finishes there.
+    // A request cache-b already holds (until the test releases it) finishes there.
     let b_key = keys[owners.iter().position(|o| o == "cache-b").unwrap()].clone();
     let before = backends[1].hits();
     let inflight = {
         let p = p.clone();
-        tokio::spawn(async move { p.get_key("/slow/300", &b_key).await })
+        tokio::spawn(async move { p.get_key("/held", &b_key).await })
     };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while backends[1].hits() == before {
-        assert!(Instant::now() < deadline, "request never reached cache-b");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "request never reached cache-b",
+        || backends[1].hits() > before,
+    )
+    .await;
     let r = p.admin(Method::POST, "/backends/cache-b/drain", "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let b = r.json();
     assert_eq!(b["id"], "cache-b", "{b}");
     assert_eq!(b["state"], "draining", "{b}");
+    assert!(!inflight.is_finished(), "the held request ended early");
+    release.send(true).unwrap();
     let r = inflight.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "in-flight request: {}", r.text());
     assert_eq!(r.backend(), "cache-b");
@@ -470,7 +536,8 @@ async fn health_survives_membership_changes() {
         ("cache-c", c.addr),
         ("cache-x", x_dead),
     ];
-    let p = start_proxy(&config_addrs("", "", &list)).await;
+    let health = format!("[health]\n{EJECT_FOR_LONG}");
+    let p = start_proxy(&config_addrs("", &health, &list)).await;
     let four = ring(&["cache-a", "cache-b", "cache-c", "cache-x"]);
     let x_key = key_owned_by(&four, "cache-x");
     for _ in 0..3 {
@@ -534,12 +601,16 @@ async fn health_survives_membership_changes() {
 
 // ---- all down -------------------------------------------------------------------------------
 
+/// Timers far longer than an answer given at once: a response that came before 10 s waited
+/// for none of them.
+const NO_QUICK_TIMERS: &str = "connect_timeout = \"10s\"\nrequest_timeout = \"10s\"";
+
 #[tokio::test]
 async fn all_drained_answers_503_at_once() {
     let names = ["cache-a", "cache-b", "cache-c"];
     let backends = start_backends(&names).await;
     let refs: Vec<&TestBackend> = backends.iter().collect();
-    let p = start_proxy(&config_with("", &refs)).await;
+    let p = start_proxy(&config_proxy(NO_QUICK_TIMERS, "", &refs)).await;
     for id in names {
         let r = p
             .admin(Method::POST, &format!("/backends/{id}/drain"), "")
@@ -550,7 +621,7 @@ async fn all_drained_answers_503_at_once() {
     let r = p.get_key("/", "user-1").await;
     let elapsed = started.elapsed();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert!(r.headers["content-type"]
         .to_str()
         .unwrap()
@@ -580,7 +651,8 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
         ("cache-y", dead_addr().await),
         ("cache-z", z.addr),
     ];
-    let p = start_proxy(&config_addrs("", "", &list)).await;
+    let health = format!("[health]\n{EJECT_FOR_LONG}");
+    let p = start_proxy(&config_addrs(NO_QUICK_TIMERS, &health, &list)).await;
     let r = p.admin(Method::POST, "/backends/cache-z/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
 
@@ -590,7 +662,7 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
         let started = Instant::now();
         let r = p.get_key("/", &format!("user-{i}")).await;
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(10),
             "{:?}",
             started.elapsed()
         );
@@ -616,7 +688,7 @@ async fn dead_and_drained_everywhere_answers_503_once_the_dead_are_ejected() {
     let started = Instant::now();
     let r = p.get_key("/", "another").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(10));
     let r = p.admin(Method::GET, "/route?key=another", "").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert!(r.json()["error"].is_string());
@@ -646,7 +718,8 @@ async fn consecutive_5xx_eject_only_with_fail_on_5xx() {
     assert_eq!(s["failures"], 0, "{s}");
 
     // On: 5xx count, a success resets the streak, 4xx do not count, 3 in a row eject.
-    let p = start_proxy(&config_with("[health]\nfail_on_5xx = true", &refs)).await;
+    let health = format!("[health]\nfail_on_5xx = true\n{EJECT_FOR_LONG}");
+    let p = start_proxy(&config_with(&health, &refs)).await;
     for path in [
         "/status/500",
         "/status/503",

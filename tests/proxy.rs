@@ -74,8 +74,10 @@ async fn backend_status_codes_pass_through() {
 #[tokio::test]
 async fn dead_backend_is_a_quick_502() {
     let dead = dead_addr().await;
+    // Quick means the refusal is taken at once, not waited out like a connect timeout.
     let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"10s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
          [[backends]]\nid = \"dead\"\naddress = \"{dead}\"\n"
     );
     let p = start_proxy(&config).await;
@@ -83,19 +85,20 @@ async fn dead_backend_is_a_quick_502() {
     let r = p.get("/", &[("x-user-id", "k")]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 #[tokio::test]
 async fn slow_backend_is_a_504_after_request_timeout() {
     let a = start_backend("cache-a").await;
-    let p = start_proxy(&config_proxy("request_timeout = \"200ms\"", "", &[&a])).await;
+    // Long enough for the quick request below on any machine; the slow one answers far later.
+    let p = start_proxy(&config_proxy("request_timeout = \"1s\"", "", &[&a])).await;
     let started = Instant::now();
-    let r = p.get("/slow/2000", &[("x-user-id", "k")]).await;
+    let r = p.get("/slow/8000", &[("x-user-id", "k")]).await;
     let elapsed = started.elapsed();
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
-    assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
     // A quick request on the same backend still works.
     let r = p.get("/slow/10", &[("x-user-id", "k")]).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -1,5 +1,9 @@
 //! Graceful shutdown: SIGTERM to the real binary and the library's cancellation token both stop
 //! new connections at once, let in-flight requests finish, and respect the grace period.
+//!
+//! The in-flight request is held by the backend until the test releases it (or forever), so
+//! "still in flight when shutdown began" and "cut off by the grace period" hold however slow
+//! the machine is; every wait is a bounded poll for a condition.
 
 mod common;
 
@@ -19,16 +23,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringproxy");
 
 /// Waits (bounded) until `backend` has received `n` requests.
 async fn wait_for_hits(backend: &TestBackend, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backend.hits() < n {
-        assert!(Instant::now() < deadline, "backend never got the request");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "backend never got the request",
+        || backend.hits() >= n,
+    )
+    .await;
 }
 
 /// Waits (bounded) until connecting to `addr` is refused; panics if it never is.
 async fn wait_until_refused(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
@@ -65,6 +70,26 @@ impl Running {
             }
         }
         None
+    }
+
+    /// Collects the rest of stderr, up to the end the process's exit gives it (at most
+    /// `within`).
+    async fn drain_stderr(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.lines.try_recv() {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Empty) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "stderr still open after {within:?}: {:?}",
+                        self.seen
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
     }
 
     /// The exit code within `timeout`; kills the process and panics if it is still running.
@@ -164,24 +189,29 @@ async fn send_raw(addr: SocketAddr, request: &str) -> TcpStream {
 /// Reads until the server closes `conn` (bounded); what it sent.
 async fn read_until_closed(mut conn: TcpStream) -> Vec<u8> {
     let mut data = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut data))
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut data))
         .await
-        .expect("connection still open 2s after the grace period")
+        .expect("connection still open 5s after the grace period")
         .unwrap_or_default();
     data
 }
 
-const SLOW_5S: &str = "GET /slow/5000 HTTP/1.1\r\nHost: p\r\nx-user-id: k\r\n\r\n";
+/// A grace period no test outlasts.
+const LONG_GRACE: &str = "shutdown_grace = \"1h\"";
+
+const REQUEST: &str = "GET /held HTTP/1.1\r\nHost: p\r\nx-user-id: k\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish() {
-    let backend = start_backend("cache-a").await;
-    let config = TempFile::new("sigterm", &config_with("", &[&backend]));
+    let (backend, release) = start_held_backend("cache-a").await;
+    // A grace period that outlasts the test: the request ends when the backend answers it.
+    let text = config_proxy(LONG_GRACE, "", &[&backend]);
+    let config = TempFile::new("sigterm", &text);
     let (mut ringproxy, proxy, admin) = start_ringproxy(&config).await;
 
     let http = Http::new();
-    let url = format!("http://{proxy}/slow/1500");
-    let slow = tokio::spawn(async move { http.get(&url, &[("x-user-id", "k")]).await });
+    let url = format!("http://{proxy}/held");
+    let held = tokio::spawn(async move { http.get(&url, &[("x-user-id", "k")]).await });
     wait_for_hits(&backend, 1).await;
 
     sigterm(&ringproxy.child);
@@ -189,19 +219,16 @@ async fn sigterm_lets_in_flight_requests_finish() {
     wait_until_refused(proxy).await;
     wait_until_refused(admin).await;
     assert!(
-        !slow.is_finished(),
-        "the slow request ended before shutdown was checked"
+        !held.is_finished(),
+        "the held request ended before its answer"
     );
 
-    let r = slow.await.unwrap();
+    release.send(true).unwrap();
+    let r = held.await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "cache-a");
-    assert_eq!(ringproxy.exit_code(Duration::from_secs(5)).await, Some(0));
-    while ringproxy
-        .next_line(Duration::from_millis(200))
-        .await
-        .is_some()
-    {}
+    assert_eq!(ringproxy.exit_code(Duration::from_secs(10)).await, Some(0));
+    ringproxy.drain_stderr(Duration::from_secs(10)).await;
     assert!(
         ringproxy.seen.iter().any(|l| l.contains("SIGTERM")),
         "{:?}",
@@ -211,19 +238,27 @@ async fn sigterm_lets_in_flight_requests_finish() {
 
 #[tokio::test]
 async fn token_shutdown_lets_in_flight_requests_finish() {
-    let backend = start_backend("cache-a").await;
-    let p = start_proxy(&config_with("", &[&backend])).await;
-    let (http, url) = (p.http.clone(), p.url("/slow/800"));
-    let slow = tokio::spawn(async move { http.get(&url, &[("x-user-id", "k")]).await });
+    let (backend, release) = start_held_backend("cache-a").await;
+    let p = start_proxy(&config_proxy(LONG_GRACE, "", &[&backend])).await;
+    let (http, url) = (p.http.clone(), p.url("/held"));
+    let held = tokio::spawn(async move { http.get(&url, &[("x-user-id", "k")]).await });
     wait_for_hits(&backend, 1).await;
 
     let (proxy, admin) = (p.proxy, p.admin);
     let stopped = tokio::spawn(p.stop());
     wait_until_refused(proxy).await;
     wait_until_refused(admin).await;
-    assert!(!slow.is_finished());
+    assert!(
+        !held.is_finished(),
+        "the held request ended before its answer"
+    );
+    assert!(
+        !stopped.is_finished(),
+        "run returned with a request in flight"
+    );
 
-    let r = slow.await.unwrap();
+    release.send(true).unwrap();
+    let r = held.await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "cache-a");
     stopped.await.unwrap();
@@ -231,18 +266,19 @@ async fn token_shutdown_lets_in_flight_requests_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_grace_period_bounds_the_wait() {
-    let backend = start_backend("cache-a").await;
+    // The request is never answered: only the grace period can end the wait.
+    let (backend, _release) = start_held_backend("cache-a").await;
     let text = config_proxy("shutdown_grace = \"300ms\"", "", &[&backend]);
     let config = TempFile::new("grace", &text);
     let (mut ringproxy, proxy, _) = start_ringproxy(&config).await;
-    let conn = send_raw(proxy, SLOW_5S).await;
+    let conn = send_raw(proxy, REQUEST).await;
     wait_for_hits(&backend, 1).await;
 
     let started = Instant::now();
     sigterm(&ringproxy.child);
-    assert_eq!(ringproxy.exit_code(Duration::from_secs(3)).await, Some(0));
+    assert_eq!(ringproxy.exit_code(Duration::from_secs(10)).await, Some(0));
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
     // The unfinished request's connection is dropped without a response.
     let data = read_until_closed(conn).await;
     assert!(data.is_empty(), "{:?}", String::from_utf8_lossy(&data));
@@ -250,16 +286,17 @@ async fn sigterm_grace_period_bounds_the_wait() {
 
 #[tokio::test]
 async fn token_shutdown_grace_period_bounds_the_wait() {
-    let backend = start_backend("cache-a").await;
+    // The request is never answered: only the grace period can end the wait (`stop` fails
+    // if `run` has not returned within 5 s).
+    let (backend, _release) = start_held_backend("cache-a").await;
     let p = start_proxy(&config_proxy("shutdown_grace = \"300ms\"", "", &[&backend])).await;
-    let conn = send_raw(p.proxy, SLOW_5S).await;
+    let conn = send_raw(p.proxy, REQUEST).await;
     wait_for_hits(&backend, 1).await;
 
     let started = Instant::now();
     p.stop().await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
     // `run` has returned after the grace period: the leftover connection must be gone too.
     let data = read_until_closed(conn).await;
     assert!(data.is_empty(), "{:?}", String::from_utf8_lossy(&data));

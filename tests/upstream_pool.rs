@@ -27,11 +27,7 @@ struct Counting {
 impl Counting {
     /// Waits (bounded) until no connection to this backend is open; `what` names the failure.
     async fn wait_all_closed(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.open.load(Ordering::SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "{what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_closed(&self.open, what).await;
     }
 }
 
@@ -73,20 +69,27 @@ async fn counting_backend(name: &'static str) -> Counting {
     }
 }
 
+/// The connections a [`closing_backend`] accepted, and those it has closed.
+struct Closing {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
 /// A backend that answers one request per connection, keep-alive in its headers, and then
 /// closes the connection after `linger`: the way a backend's idle timeout looks to a proxy.
-/// Returns its address and the count of connections it accepted.
-async fn closing_backend(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+async fn closing_backend(linger: Duration) -> Closing {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, closer) = (accepted.clone(), closed.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            let closer = closer.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -100,10 +103,16 @@ async fn closing_backend(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
                     "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nx-backend: closer\r\n\r\ncloser\n";
                 let _ = stream.write_all(reply.as_bytes()).await;
                 tokio::time::sleep(linger).await;
+                drop(stream);
+                closer.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted)
+    Closing {
+        addr,
+        accepted,
+        closed,
+    }
 }
 
 #[tokio::test]
@@ -173,24 +182,29 @@ async fn concurrent_requests_reuse_a_bounded_set_of_connections() {
 
 #[tokio::test]
 async fn connection_closed_by_the_backend_is_replaced_without_an_error() {
-    let (addr, accepted) = closing_backend(Duration::from_millis(20)).await;
-    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
+    let b = closing_backend(Duration::from_millis(20)).await;
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", b.addr)])).await;
     for round in 1..=5 {
         let r = p.get_key("/", "user-1").await;
         assert_eq!(r.status, 200, "round {round}: {}", r.text());
         assert_eq!(r.text(), "closer\n");
-        // Past the backend's linger: the pooled connection is closed by now.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The next request comes after the backend closed the pooled connection.
+        wait_until(
+            Duration::from_secs(5),
+            "the backend did not close its connection",
+            || b.closed.load(Ordering::SeqCst) == round,
+        )
+        .await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test]
 async fn get_on_a_connection_closed_as_it_is_reused_is_resent() {
     // The backend closes right after answering, so the next request usually meets a pooled
     // connection that is closing: either noticed before sending, or failing as it is sent.
-    let (addr, _accepted) = closing_backend(Duration::ZERO).await;
-    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", addr)])).await;
+    let b = closing_backend(Duration::ZERO).await;
+    let p = start_proxy(&config_addrs("workers = 1", "", &[("closer", b.addr)])).await;
     for i in 0..200 {
         let r = p.get_key("/", "user-1").await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
@@ -202,27 +216,31 @@ async fn get_on_a_connection_closed_as_it_is_reused_is_resent() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let b = counting_backend("cache-a").await;
+    const IDLE: Duration = Duration::from_secs(1);
     let p = start_proxy(&config_addrs(
-        "upstream_idle_timeout = \"200ms\"",
+        &format!("upstream_idle_timeout = \"{}ms\"", IDLE.as_millis()),
         "",
         &[("cache-a", b.addr)],
     ))
     .await;
+    let sent = Instant::now();
     assert_eq!(p.get_key("/", "user-1").await.status, 200);
-    assert_eq!(
-        b.open.load(Ordering::SeqCst),
-        1,
-        "kept alive after the response"
-    );
 
+    // Kept alive after the response for the idle timeout and no less: the connection went
+    // idle after `sent`, and the poll sees the close only after it happened.
     b.wait_all_closed("idle connection still open after 5 s")
         .await;
+    let closed_after = sent.elapsed();
+    assert!(
+        closed_after >= IDLE,
+        "closed {closed_after:?} after the request, before the idle timeout"
+    );
     let idle = p.admin(http::Method::GET, "/metrics", "").await.text();
     assert!(
         idle.contains("\nringproxy_upstream_idle_connections 0\n"),
         "{idle}"
     );
-    // Closed by the proxy, and a new request simply opens a new one.
+    // Closed by the proxy, which no longer counts it; a new request simply opens a new one.
     assert_eq!(p.get_key("/", "user-1").await.status, 200);
     assert_eq!(b.accepted.load(Ordering::SeqCst), 2);
 }

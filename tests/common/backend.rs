@@ -18,7 +18,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+
+use super::wait_until;
 
 pub type BackendBody = BoxBody<Bytes, hyper::Error>;
 
@@ -29,6 +32,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     /// Requests received so far (counted when the request head arrives).
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted and not yet closed.
+    pub open: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
 
@@ -37,7 +42,8 @@ impl TestBackend {
         self.hits.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting and closes every connection: the port is closed afterwards.
+    /// Stops accepting and closes every connection: the port is closed afterwards, the
+    /// connections a moment later (see [`wait_closed`]).
     pub fn stop(&self) {
         self.accept.abort();
     }
@@ -52,14 +58,45 @@ impl Drop for TestBackend {
 pub async fn start_backend(name: &str) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let accept = serve_backend(listener, name, hits.clone());
+    let (hits, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let accept = serve_backend(listener, name, hits.clone(), open.clone());
     TestBackend {
         name: name.to_string(),
         addr,
         hits,
+        open,
         accept,
     }
+}
+
+/// Like [`start_backend`], but requests for `/held` are answered (like `/`) only once the
+/// returned sender is set to `true`, or dropped: a request held in flight for exactly as long
+/// as the test needs, however slow the machine.
+pub async fn start_held_backend(name: &str) -> (TestBackend, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hits, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (release, released) = watch::channel(false);
+    let (counter, name_owned) = (hits.clone(), name.to_string());
+    let accept = serve_http(listener, open.clone(), move |req| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let (mut released, name) = (released.clone(), name_owned.clone());
+        async move {
+            if req.uri().path() == "/held" {
+                // An error means the sender is gone: nothing holds the request any more.
+                let _ = released.wait_for(|released| *released).await;
+            }
+            backend_answer(&name, req).await
+        }
+    });
+    let backend = TestBackend {
+        name: name.to_string(),
+        addr,
+        hits,
+        open,
+        accept,
+    };
+    (backend, release)
 }
 
 /// Starts one backend per name, in order.
@@ -72,10 +109,15 @@ pub async fn start_backends(names: &[&str]) -> Vec<TestBackend> {
 }
 
 /// Serves `listener` as the scripted backend `name` (see [`TestBackend`]), counting requests
-/// in `hits`, until the returned task is aborted.
-pub fn serve_backend(listener: TcpListener, name: &str, hits: Arc<AtomicUsize>) -> JoinHandle<()> {
+/// in `hits` and open connections in `open`, until the returned task is aborted.
+pub fn serve_backend(
+    listener: TcpListener,
+    name: &str,
+    hits: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+) -> JoinHandle<()> {
     let name = name.to_string();
-    serve_http(listener, move |req| {
+    serve_http(listener, open, move |req| {
         hits.fetch_add(1, Ordering::SeqCst);
         let name = name.clone();
         async move { backend_answer(&name, req).await }
@@ -83,9 +125,15 @@ pub fn serve_backend(listener: TcpListener, name: &str, hits: Arc<AtomicUsize>) 
 }
 
 /// Accepts HTTP/1.1 connections on `listener` and answers every request with `answer` (called
-/// as soon as the request head arrives). Aborting the returned task closes the listener and
-/// every connection.
-pub fn serve_http<F, Fut>(listener: TcpListener, answer: F) -> JoinHandle<()>
+/// as soon as the request head arrives); `open` counts the connections not yet closed.
+/// Aborting the returned task closes the listener at once and every connection soon after
+/// (their tasks are cancelled when the runtime next gets to them): wait for `open` to reach 0
+/// with [`wait_closed`].
+pub fn serve_http<F, Fut>(
+    listener: TcpListener,
+    open: Arc<AtomicUsize>,
+    answer: F,
+) -> JoinHandle<()>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response<BackendBody>> + Send + 'static,
@@ -99,7 +147,10 @@ where
             };
             while conns.try_join_next().is_some() {}
             let answer = answer.clone();
+            let guard = OpenGuard::new(&open);
             conns.spawn(async move {
+                // Dropped when the connection ends or its task is aborted.
+                let _guard = guard;
                 let service = service_fn(move |req| {
                     let res = answer(req);
                     async move { Ok::<_, Infallible>(res.await) }
@@ -110,6 +161,31 @@ where
             });
         }
     })
+}
+
+/// One open connection in a counter; counts it down when dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> OpenGuard {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits (at most 5 s) until every connection counted in `open` is closed; panics naming
+/// `what` if one is still open then.
+pub async fn wait_closed(open: &AtomicUsize, what: &str) {
+    wait_until(Duration::from_secs(5), what, || {
+        open.load(Ordering::SeqCst) == 0
+    })
+    .await;
 }
 
 /// A port that was just free and is now closed: connecting to it is refused.

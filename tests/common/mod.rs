@@ -22,6 +22,18 @@ pub use proxy::*;
 pub use ring::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 5 ms until it holds; panics with `what` if it still does not after
+/// `within`. Tests wait for a condition this way instead of sleeping and hoping the machine was
+/// fast enough; `within` is generous because it only matters when something is broken.
+pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} (waited {within:?})");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// A file under the temp dir, removed on drop.
 pub struct TempFile {

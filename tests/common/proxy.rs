@@ -211,6 +211,10 @@ fn config_text(proxy_lines: &str, extra: &str, backends: &str) -> String {
     )
 }
 
+/// A `[health]` line for tests that look at an ejection after it happened: an ejection that
+/// outlasts any run of a test, so it is still on when the test looks, however slow the machine.
+pub const EJECT_FOR_LONG: &str = "eject_for = \"1h\"";
+
 pub fn keys(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("user-{i}")).collect()
 }
