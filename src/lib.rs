@@ -22,6 +22,7 @@ pub mod admin;
 pub mod affinity;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod hop;
 pub mod metrics;
