@@ -22,6 +22,9 @@ pub struct Found {
 pub(super) fn collect(addresses: impl IntoIterator<Item = (IpAddr, u16, u32)>) -> Vec<Found> {
     let mut by_id: BTreeMap<String, u32> = BTreeMap::new();
     for (ip, port, weight) in addresses {
+        // An IPv4-mapped AAAA (`::ffff:a.b.c.d`, which Docker Desktop's DNS invents next to the
+        // A record) is the same host as its IPv4 address: one member, not two.
+        let ip = ip.to_canonical();
         // SocketAddr's Display brackets IPv6 and never adds a scope id for (ip, port).
         let id = SocketAddr::new(ip, port).to_string();
         let slot = by_id.entry(id).or_insert(weight);
@@ -96,6 +99,17 @@ mod tests {
     fn ipv6_is_bracketed() {
         let found = collect([(IpAddr::V6(Ipv6Addr::LOCALHOST), 8080, 1)]);
         assert_eq!(found[0].id, "[::1]:8080");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_member() {
+        let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
+        let found = collect([(v4(127, 0, 0, 1), 80, 1), (mapped, 80, 1)]);
+        assert_eq!(ids_of(&found), ["127.0.0.1:80"]);
+    }
+
+    fn ids_of(found: &[Found]) -> Vec<&str> {
+        found.iter().map(|f| f.id.as_str()).collect()
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! address, all with the target's weight) or an SRV name (`srv`: each SRV record gives a host, a
 //! port and a weight; the host is resolved to its A/AAAA addresses, one member per address).
 //! Every member is a [`Found`] whose `id` and `address` are both `"<ip>:<port>"` (`"[ip]:port"`
-//! for IPv6). The id is derived from the answer alone, never from the order, the time or the
-//! replica, so every ringproxy replica that sees the same records builds the identical ring, and a
-//! member that stays in the answer keeps its keys when others come or go. Results are sorted by
-//! id and deduplicated, so "did the set change?" is plain equality.
+//! for IPv6; an IPv4-mapped `::ffff:a.b.c.d` counts as `a.b.c.d`, so a DNS server that invents
+//! those doesn't double a backend). The id comes from the answer alone, never from the order,
+//! the time or the replica, so every ringproxy replica that sees the same records builds the
+//! identical ring, and a member that stays in the answer keeps its keys when others come or go.
+//! Results are sorted by id and deduplicated, so "did the set change?" is plain equality.
 //!
 //! # A DNS outage must never empty the ring
 //!

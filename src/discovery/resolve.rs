@@ -33,6 +33,7 @@ const SRV_HOST_CONCURRENCY: usize = 8;
 
 /// Builds the resolver for `settings`: the given name servers (UDP, TCP when truncated) or,
 /// when there are none, the system's `/etc/resolv.conf`. Caching is off: see the module doc.
+/// Its lookups run their I/O on the tokio runtime they are awaited on (any flavour).
 pub fn resolver(settings: &ResolverSettings) -> Result<Resolver, DiscoveryError> {
     if settings.timeout.is_zero() {
         return Err(DiscoveryError::Invalid(
