@@ -5,20 +5,30 @@
 //!
 //! 1. Pure core, no I/O:
 //!    - [`ring`]: the consistent-hash ring (no I/O, no clock): members → points → owner of a
-//!      key, and the distinct candidates clockwise for failover.
+//!      key, the distinct candidates clockwise for failover, the exact share a change moves,
+//!      and the ring's fingerprint.
 //!    - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP).
 //!    - [`hop`]: hop-by-hop header stripping; [`forwarded`]: the `X-Forwarded-*` headers added.
+//!    - [`http1`]: the strict zero-copy HTTP/1.1 head parser and chunked-body scanner.
+//!    - [`hot`]: the heavy-hitter sketch that marks hot keys.
 //!    - [`clock`]: the process clock in milliseconds; [`sync`]: poison-tolerant locking.
+//!    - [`discovery`]: DNS discovery of backends (its own I/O through hickory; imports nothing
+//!      of this crate).
 //! 2. [`config`]: TOML → validated `Config`, section by section, every error naming its field.
-//! 3. [`health`]: per-backend health shared across snapshots (passive ejection, active-check
-//!    results, drain); it never rebuilds the ring.
-//! 4. [`snapshot`]: the one immutable `Snapshot` (version, ring, backends) behind one `ArcSwap`,
-//!    and the serialized membership changes that replace it.
+//! 3. Per-backend and process state shared across snapshots: [`health`] (passive ejection,
+//!    active-check results, drain; it never rebuilds the ring), [`load`] (requests in flight,
+//!    the bounded-load rule), [`traffic`] (total in flight, the hot-key sketch), and
+//!    [`state_file`] (membership saved across restarts).
+//! 4. [`snapshot`]: the one immutable `Snapshot` (version, ring, backends, settings) behind one
+//!    `ArcSwap`, and the one serialized change path every membership source goes through
+//!    (admin, reload, discovery, warm-up ramps).
 //! 5. [`metrics`]: Prometheus counters and gauges; callers pass labels.
-//! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate → forward, over
-//!    the per-worker upstream pool; its error vocabulary maps every failure to a status.
-//! 7. [`admin`]: the admin API (join, leave, drain, route, ring, metrics).
-//! 8. [`server`]: listeners, proxy worker threads, active health checks, graceful shutdown.
+//! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate (within the
+//!    load bound) → forward, over the per-worker upstream pool; its error vocabulary maps every
+//!    failure to a status. [`reload`]: re-reading the config file into the cluster.
+//! 7. [`admin`]: the admin API (join, leave, drain, reload, route, ring, metrics).
+//! 8. [`server`]: listeners, proxy worker threads and the client-connection watchdog, active
+//!    health checks, warm-up ramps, discovery, graceful shutdown.
 //! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
 //!    `ringproxy-node`, over the same ring), [`logging`] (both binaries' log set-up).
 
@@ -29,6 +39,7 @@ pub mod affinity;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod forwarded;
 pub mod health;
 pub mod hop;

@@ -37,6 +37,12 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiscoveryLabels {
+    target: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RingLabels {
     fingerprint: String,
 }
@@ -69,6 +75,7 @@ pub struct Metrics {
     spills: Family<BackendLabels, Counter>,
     in_flight: Family<BackendLabels, Gauge>,
     hot_keys: Gauge,
+    discovery_errors: Family<DiscoveryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +103,12 @@ impl Metrics {
         let spills = Family::<BackendLabels, Counter>::default();
         let in_flight = Family::<BackendLabels, Gauge>::default();
         let hot_keys = Gauge::default();
+        let discovery_errors = Family::<DiscoveryLabels, Counter>::default();
+        registry.register(
+            "discovery_errors",
+            "Failed DNS discovery rounds (the last good set was kept), by target and kind",
+            discovery_errors.clone(),
+        );
         registry.register(
             "bounded_spills",
             "Requests passed to a later candidate because this backend was over its load bound",
@@ -188,6 +201,7 @@ impl Metrics {
             spills,
             in_flight,
             hot_keys,
+            discovery_errors,
         }
     }
 
@@ -222,6 +236,16 @@ impl Metrics {
             backend: backend.clone(),
         };
         self.spills.get_or_create(&labels).inc();
+    }
+
+    /// A discovery round for `target` failed with `kind`.
+    pub fn discovery_error(&self, target: &str, kind: &'static str) {
+        self.discovery_errors
+            .get_or_create(&DiscoveryLabels {
+                target: target.to_string(),
+                kind,
+            })
+            .inc();
     }
 
     /// A request was retried on `backend`.

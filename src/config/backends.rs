@@ -15,11 +15,17 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-/// Validates the `[[backends]]` list: each entry, and ids unique across it.
-pub(crate) fn backends(raw: Option<Vec<RawBackend>>) -> Result<Vec<BackendConfig>, ConfigError> {
-    let raw = raw.ok_or_else(|| {
-        invalid("backends", "missing; add [[backends]] tables, or `backends = []` to start empty and join through the admin API")
-    })?;
+/// Validates the `[[backends]]` list: each entry, and ids unique across it. It may be left out
+/// only when discovery finds the backends.
+pub(crate) fn backends(
+    raw: Option<Vec<RawBackend>>,
+    discovery: bool,
+) -> Result<Vec<BackendConfig>, ConfigError> {
+    let raw = match raw {
+        Some(list) => list,
+        None if discovery => Vec::new(),
+        None => return Err(invalid("backends", "missing; add [[backends]] tables or [[discovery]], or `backends = []` to start empty and join through the admin API")),
+    };
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.len());
     for (i, b) in raw.into_iter().enumerate() {
         let field = |name: &str| format!("backends[{i}].{name}");

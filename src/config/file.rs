@@ -5,11 +5,13 @@ use std::path::Path;
 
 use super::backends::{backends, BackendConfig};
 use super::balance::BalanceConfig;
+use super::discovery;
 use super::fields::{invalid, toml_message, ConfigError};
 use super::health::HealthConfig;
 use super::proxy::{vnodes, AdminConfig, ProxyConfig};
 use super::raw::RawConfig;
 use crate::affinity::AffinityConfig;
+use crate::discovery::{ResolverSettings, Target};
 use crate::ring::{Member, Ring, RingError, MAX_POINTS};
 
 /// The validated configuration.
@@ -29,6 +31,10 @@ pub struct Config {
     pub balance: BalanceConfig,
     /// `[[backends]]`
     pub backends: Vec<BackendConfig>,
+    /// `[[discovery]]`
+    pub discovery: Vec<Target>,
+    /// `[discovery_resolver]`
+    pub discovery_resolver: ResolverSettings,
 }
 
 impl Config {
@@ -74,7 +80,12 @@ impl TryFrom<RawConfig> for Config {
             affinity: raw.affinity.try_into()?,
             health: raw.health.try_into()?,
             balance: raw.balance.try_into()?,
-            backends: backends(raw.backends)?,
+            backends: backends(
+                raw.backends,
+                raw.discovery.as_ref().is_some_and(|d| !d.is_empty()),
+            )?,
+            discovery: discovery::targets(raw.discovery)?,
+            discovery_resolver: discovery::resolver(raw.discovery_resolver)?,
         };
         // Catch what only the whole set can get wrong (the point limit), without building the
         // ring: at 1,000 backends that would be most of a reload's time.

@@ -5,12 +5,14 @@
 //!
 //! - `fields.rs`: [`ConfigError`] and the duration / range / address helpers.
 //! - `raw.rs`: the file's shape.
-//! - `proxy.rs`, `health.rs`, `affinity.rs`, `balance.rs`, `backends.rs`: one section each.
+//! - `proxy.rs`, `health.rs`, `affinity.rs`, `balance.rs`, `backends.rs`, `discovery.rs`: one
+//!   section each.
 //! - `file.rs`: the whole [`Config`].
 
 mod affinity;
 mod backends;
 mod balance;
+mod discovery;
 mod fields;
 mod file;
 mod health;

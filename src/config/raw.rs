@@ -19,6 +19,9 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub balance: RawBalance,
     pub backends: Option<Vec<RawBackend>>,
+    pub discovery: Option<Vec<RawDiscovery>>,
+    #[serde(default)]
+    pub discovery_resolver: RawResolver,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,4 +102,21 @@ pub(crate) struct RawBalance {
     pub warmup: Option<String>,
     pub warmup_miss_status: Option<Vec<i64>>,
     pub warmup_miss_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    pub name: Option<String>,
+    pub srv: Option<String>,
+    pub port: Option<i64>,
+    pub weight: Option<i64>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResolver {
+    pub nameservers: Option<Vec<String>>,
+    pub timeout: Option<String>,
 }

@@ -4,6 +4,7 @@
 mod activity;
 mod checks;
 mod connections;
+mod discovery;
 mod ramps;
 mod workers;
 
@@ -61,6 +62,9 @@ pub struct Server {
     metrics: Arc<Metrics>,
     cluster: Arc<Cluster>,
     reloader: Arc<Reloader>,
+    discovery: Arc<discovery::Discovery>,
+    discovery_stop: CancellationToken,
+    config: Config,
     workers: usize,
     max_connections: usize,
 }
@@ -94,7 +98,16 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let traffic = Arc::new(Traffic::default());
         let proxy = Proxy::new(cluster.clone(), traffic.clone(), metrics.clone());
-        let reloader = Arc::new(Reloader::new(path, cluster.clone()));
+        let discovery_stop = CancellationToken::new();
+        let discovery = Arc::new(discovery::Discovery::new(
+            cluster.clone(),
+            metrics.clone(),
+            discovery_stop.clone(),
+        ));
+        let mut reloader = Reloader::new(path, cluster.clone());
+        let follow = discovery.clone();
+        reloader.on_reload(move |config| follow.apply(config));
+        let reloader = Arc::new(reloader);
         let admin = Arc::new(Admin::new(
             cluster.clone(),
             metrics.clone(),
@@ -109,6 +122,9 @@ impl Server {
             metrics,
             cluster,
             reloader,
+            discovery,
+            discovery_stop,
+            config: config.clone(),
             workers: config.proxy.workers,
             max_connections: config.proxy.max_connections,
         })
@@ -181,6 +197,8 @@ impl Server {
 
         tokio::spawn(checks::run(self.cluster.clone(), shutdown.child_token()));
         tokio::spawn(ramps::run(self.cluster.clone(), shutdown.child_token()));
+        self.discovery.apply(&self.config);
+        let _stop_discovery = self.discovery_stop.clone().drop_guard();
         let admin = self.admin;
         let admin_done = serve(
             Arrivals::Listener(

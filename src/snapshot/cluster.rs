@@ -15,6 +15,7 @@ use http::uri::Authority;
 use super::view::{Backend, Origin, Ramp, RampDirection, Settings, Snapshot};
 use crate::clock::now_ms;
 use crate::config::{validate_address, validate_id, validate_weight, BackendConfig, Config};
+use crate::discovery::Found;
 use crate::health::BackendHealth;
 use crate::load::BackendLoad;
 use crate::ring::RingError;
@@ -168,6 +169,18 @@ impl Cluster {
         .map(|_| ())
     }
 
+    /// Removes the members of discovery origins not in `keep` (targets dropped from the
+    /// config, or left over in the state file).
+    pub fn retain_origins(&self, keep: &[Origin]) -> Result<(), ChangeError> {
+        self.change(|_, draft| {
+            draft
+                .backends
+                .retain(|b| b.origin == Origin::Static || keep.contains(&b.origin));
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
     /// Moves every ramp on to `now`: warming backends gain points, ramping-down ones lose
     /// them; a finished warm-up ends as a plain member, a finished ramp-down as a drained one
     /// with all its points back (the same owners: drained, its keys go to the next candidate,
@@ -255,19 +268,14 @@ impl Cluster {
         Ok(b.clone())
     }
 
-    /// Replaces the members discovery found for `origin` with `found` (`(id, address, weight)`),
-    /// keeping the health of those that stay. Ids already present with another origin are left
-    /// to that origin.
-    pub fn set_discovered(
-        &self,
-        origin: &Origin,
-        found: &[(String, String, u32)],
-    ) -> Result<(), ChangeError> {
+    /// Replaces the members discovery found for `origin` with `found`, keeping the health of
+    /// those that stay. Ids already present with another origin are left to that origin.
+    pub fn set_discovered(&self, origin: &Origin, found: &[Found]) -> Result<(), ChangeError> {
         let mut list = Vec::with_capacity(found.len());
-        for (id, address, weight) in found {
+        for f in found {
             list.push(Backend {
                 origin: origin.clone(),
-                ..backend(id, address, i64::from(*weight))?
+                ..backend(&f.id, &f.address, i64::from(f.weight))?
             });
         }
         self.change(|_, draft| {

@@ -1,10 +1,11 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
-//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, expected routing computed
-//! with the proxy's own `Ring`, and temp files.
+//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, a scriptable DNS server,
+//! expected routing computed with the proxy's own `Ring`, and temp files.
 #![allow(dead_code)]
 
 mod backend;
 mod client;
+mod dns;
 mod process;
 mod proxy;
 mod ring;
@@ -14,6 +15,8 @@ mod ring;
 pub use backend::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use dns::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
