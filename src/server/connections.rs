@@ -245,6 +245,8 @@ async fn watch<C>(
             }
             // Dropping the connection closes it.
             _ = hard_stop.cancelled() => return,
+            // Look again: the deadline slept to was computed before this request.
+            () = activity.request_started() => {}
             _ = shutdown.cancelled(), if !draining => {
                 if activity.in_flight() == 0 {
                     return;
