@@ -1,11 +1,13 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
-//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, expected routing computed
-//! with the proxy's own `Ring`, and temp files.
+//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, raw client connections and
+//! a recording (and upgrading) backend for hostile-client tests, expected routing computed with
+//! the proxy's own `Ring`, and temp files.
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod proxy;
+mod raw;
 mod ring;
 
 // Not every test binary uses every part.
@@ -15,6 +17,8 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use raw::*;
 #[allow(unused_imports)]
 pub use ring::*;
 
