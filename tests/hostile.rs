@@ -245,8 +245,8 @@ async fn stop_reading(b: &Recorder, c: &mut RawConn, what: &str) {
     b.wait_no_connections(BOUND).await.unwrap_or_else(|| {
         panic!("{what}: backend connection still open: the proxy never gave up on the client")
     });
-    // The stall began after the request was sent (the head can reach this test late: the
-    // backend streams on the test's own thread).
+    // The stall began after the request was sent: from then, the close cannot come before the
+    // send timeout.
     assert_between(
         &format!("{what}: backend connection closed after the request"),
         sent_at.elapsed(),

@@ -15,7 +15,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::backend::{backend_answer, full, BackendBody};
 use super::client::RawReply;
@@ -325,7 +326,8 @@ pub struct Recorder {
     accepted: Arc<AtomicUsize>,
     /// Connections open now (an upgraded one counts until its tunnel ends).
     open: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    /// Stops the backend's thread: its listener and every connection close.
+    stop: CancellationToken,
 }
 
 impl Recorder {
@@ -376,7 +378,7 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -389,52 +391,79 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Starts a [`Recorder`] on a thread and runtime of its own, so that a backend streaming a
+/// large body never delays the test's reads (and so its timing assertions).
 pub async fn start_recorder(name: &str) -> Recorder {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(AtomicUsize::new(0));
-    let task = {
-        let (name, seen, accepted, open) = (
-            name.to_string(),
-            seen.clone(),
-            accepted.clone(),
-            open.clone(),
-        );
-        tokio::spawn(async move {
-            // Dropping the set (when this task is aborted) aborts every connection task.
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                accepted.fetch_add(1, Ordering::SeqCst);
-                open.fetch_add(1, Ordering::SeqCst);
-                let guard = OpenGuard(open.clone());
-                let (name, seen) = (name.clone(), seen.clone());
-                conns.spawn(async move {
-                    let guard = Arc::new(guard);
-                    let service = service_fn(move |req| {
-                        let (name, seen, guard) = (name.clone(), seen.clone(), guard.clone());
-                        async move { Ok::<_, Infallible>(record(&name, &seen, guard, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
-                });
-            }
+    let stop = CancellationToken::new();
+    let serve = serve_recorder(
+        listener,
+        name.to_string(),
+        seen.clone(),
+        accepted.clone(),
+        open.clone(),
+    );
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("recorder-{name}"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            // Dropping the runtime afterwards drops every connection and tunnel task.
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = stopped.cancelled() => {}
+                    () = serve => {}
+                }
+            });
         })
-    };
+        .unwrap();
     Recorder {
         name: name.to_string(),
         addr,
         seen,
         accepted,
         open,
-        task,
+        stop,
+    }
+}
+
+async fn serve_recorder(
+    listener: std::net::TcpListener,
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+) {
+    let listener = TcpListener::from_std(listener).unwrap();
+    // Dropping the set (when this future is dropped) aborts every connection task.
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        while conns.try_join_next().is_some() {}
+        accepted.fetch_add(1, Ordering::SeqCst);
+        open.fetch_add(1, Ordering::SeqCst);
+        let guard = Arc::new(OpenGuard(open.clone()));
+        let (name, seen) = (name.clone(), seen.clone());
+        conns.spawn(async move {
+            let service = service_fn(move |req| {
+                let (name, seen, guard) = (name.clone(), seen.clone(), guard.clone());
+                async move { Ok::<_, Infallible>(record(&name, &seen, guard, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
     }
 }
 
