@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
 
 use crate::clock::now_ms;
 
@@ -31,6 +32,9 @@ pub struct Activity {
     started: AtomicUsize,
     /// The connection speaks HTTP/2.
     pub h2: AtomicBool,
+    /// Wakes the watchdog when a request starts: it may be asleep until an idle deadline that
+    /// no longer applies, and must now watch for a client that stops reading.
+    request_started: Notify,
 }
 
 impl Activity {
@@ -48,7 +52,13 @@ impl Activity {
     pub fn start(self: &Arc<Activity>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
         self.started.fetch_add(1, Relaxed);
+        self.request_started.notify_one();
         InFlight(self.clone())
+    }
+
+    /// Resolves once a request has started since the last call (at once if one did meanwhile).
+    pub async fn request_started(&self) {
+        self.request_started.notified().await;
     }
 
     /// Requests in flight.

@@ -194,11 +194,13 @@ pub async fn serve<H, F, B>(
 fn builder(policy: &Policy) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Backstop for a head that trickles in after its first byte; the watchdog already bounds
-    // the time from accept (or from the previous response) to a complete head.
+    // the time from accept (or from the previous response) to a complete head. hyper runs this
+    // timer whenever it waits for a head, between keep-alive requests too, so it must not be
+    // shorter than the keep-alive timeout or it would cut keep-alive short.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(policy.header_timeout);
+        .header_read_timeout(policy.header_timeout.max(policy.keepalive_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -245,6 +247,8 @@ async fn watch<C>(
             }
             // Dropping the connection closes it.
             _ = hard_stop.cancelled() => return,
+            // Look again: the deadline slept to was computed before this request.
+            () = activity.request_started() => {}
             _ = shutdown.cancelled(), if !draining => {
                 if activity.in_flight() == 0 {
                     return;

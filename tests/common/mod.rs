@@ -1,5 +1,6 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
-//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, a scriptable DNS server,
+//! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, raw client connections and
+//! a recording (and upgrading) backend for hostile-client tests, a scriptable DNS server,
 //! expected routing computed with the proxy's own `Ring`, and temp files.
 #![allow(dead_code)]
 
@@ -8,6 +9,7 @@ mod client;
 mod dns;
 mod process;
 mod proxy;
+mod raw;
 mod ring;
 
 // Not every test binary uses every part.
@@ -21,6 +23,8 @@ pub use dns::*;
 pub use process::*;
 #[allow(unused_imports)]
 pub use proxy::*;
+#[allow(unused_imports)]
+pub use raw::*;
 #[allow(unused_imports)]
 pub use ring::*;
 
