@@ -888,3 +888,36 @@ async fn websocket_upgrade_round_trips_through_the_proxy() {
         .await
         .expect("backend side of the tunnel still open after the client left");
 }
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot_and_closes_when_idle() {
+    let b = start_recorder("b1").await;
+    let p = start_proxy(&config(
+        "max_connections = 1\nclient_idle_timeout = \"600ms\"",
+        "",
+        &[&b],
+    ))
+    .await;
+    let mut c = RawConn::connect(p.proxy).await;
+    c.send(
+        "GET /chat HTTP/1.1\r\nHost: proxy.test\r\nx-user-id: k\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, _) = c.read_head(BOUND).await;
+    assert_eq!(status, 101);
+    // The tunnel holds the only slot: a second client waits in the backlog.
+    let mut second = RawConn::connect(p.proxy).await;
+    second.send(&get("/", "k")).await.unwrap();
+    assert_eq!(
+        second.read_some(Duration::from_millis(300)).await,
+        Read::TimedOut,
+        "a second client was served while the tunnel held the only slot"
+    );
+    // Silent past the idle timeout: the tunnel closes, and the slot serves the second client.
+    let closed_after = c.wait_closed(Duration::from_secs(5)).await;
+    assert!(closed_after.is_some(), "the idle tunnel was never closed");
+    let (status, _) = second.read_head(BOUND).await;
+    assert_eq!(status, 200);
+}

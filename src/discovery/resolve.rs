@@ -170,9 +170,7 @@ async fn resolve_srv(resolver: &Resolver, srv: &Name) -> Result<Vec<Found>, Disc
         }
     }
     let found = collect(usable.iter().flat_map(|record| {
-        let ips = addresses
-            .get(&record.target)
-            .map_or(&[][..], Vec::as_slice);
+        let ips = addresses.get(&record.target).map_or(&[][..], Vec::as_slice);
         ips.iter()
             .map(|ip| (*ip, record.port, srv_weight(record.weight)))
     }));

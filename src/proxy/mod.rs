@@ -15,6 +15,7 @@ mod upstream;
 pub use body::UpstreamBody;
 pub use error::ProxyError;
 pub use service::Proxy;
+pub use upgrade::ConnectionHold;
 pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
 
 mod relayed;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::request::Parts;
@@ -99,7 +100,7 @@ impl Proxy {
         let body = RequestBody::new(body, retry_after_send)
             .await
             .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
-        let head = upstream_head(parts, peer);
+        let head = upstream_head(parts, peer, config.client_idle_timeout);
 
         let now = now_ms();
         let balance = &settings.balance;
@@ -306,8 +307,8 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Rewrites the client's request head for the upstream. The destination is always a ring
 /// backend: the request's own authority (absolute URI or Host) never picks where to connect.
-fn upstream_head(mut parts: Parts, peer: SocketAddr) -> Head {
-    let upgrade = upgrade::requested(&mut parts);
+fn upstream_head(mut parts: Parts, peer: SocketAddr, tunnel_idle: Duration) -> Head {
+    let upgrade = upgrade::requested(&mut parts, tunnel_idle);
     // Absolute-form targets and HTTP/2's :authority name the host.
     target::set_host(&mut parts);
     hop::strip(&mut parts.headers);

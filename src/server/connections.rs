@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::activity::{Activity, Tracked};
 use crate::clock::now_ms;
+use crate::proxy::ConnectionHold;
 
 /// A connection handed to a worker: the socket, its peer, and the worker's load counter, which
 /// the acceptor raised and which drops back when the connection ends.
@@ -168,7 +169,14 @@ pub async fn serve<H, F, B>(
         let activity = Activity::new();
         let handler = handler.clone();
         let seen = activity.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
+        // Shared with the requests, so a tunnel born of an upgrade keeps the connection's slot.
+        let live = Arc::new(live);
+        let hold = ConnectionHold(live.clone());
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            // Only upgrades need it; extensions allocate, so others go without.
+            if req.headers().contains_key(http::header::UPGRADE) {
+                req.extensions_mut().insert(hold.clone());
+            }
             let request = seen.start();
             if req.version() == Version::HTTP_2 {
                 seen.h2.store(true, std::sync::atomic::Ordering::Relaxed);
