@@ -10,6 +10,8 @@
 //!    - [`hop`]: hop-by-hop header stripping; [`forwarded`]: the `X-Forwarded-*` headers added.
 //!    - [`clock`]: the process clock in milliseconds; [`sync`]: poison-tolerant locking.
 //! 2. [`config`]: TOML → validated `Config`, section by section, every error naming its field.
+//!    [`plan`]: a membership change previewed before it is made: the planned ring, built as the
+//!    change would build it, and exactly what moves (`POST /ring/plan`, `ringproxy plan`).
 //! 3. [`health`]: per-backend health shared across snapshots (passive ejection, active-check
 //!    results, drain); it never rebuilds the ring.
 //! 4. [`snapshot`]: the one immutable `Snapshot` (version, ring, backends) behind one `ArcSwap`,
@@ -35,6 +37,7 @@ pub mod hop;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod proxy;
 pub mod reload;
 pub mod ring;
