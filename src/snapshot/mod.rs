@@ -18,7 +18,9 @@ mod view;
 
 pub use cluster::{ChangeError, Cluster, StartError, Upsert};
 pub use reload::Reloaded;
-pub use view::{Backend, Origin, Settings, Snapshot};
+pub use view::{Backend, LastChange, Origin, Settings, Snapshot};
 
+#[cfg(test)]
+mod last_change_tests;
 #[cfg(test)]
 mod tests;
