@@ -19,7 +19,9 @@
 //! 5. [`metrics`]: Prometheus counters and gauges; callers pass labels.
 //! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate → forward, over
 //!    the per-worker upstream pool; its error vocabulary maps every failure to a status.
-//! 7. [`admin`]: the admin API (join, leave, drain, route, ring, metrics).
+//! 7. [`status_page`]: the status page (embedded HTML) and the JSON views it reads (ring arcs,
+//!    stats, plans with the arcs that would move); [`admin`]: the admin API (join, leave, drain,
+//!    route, ring, plan, stats, metrics, the page).
 //! 8. [`server`]: listeners, proxy worker threads, active health checks, graceful shutdown.
 //! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
 //!    `ringproxy-node`, over the same ring), [`logging`] (both binaries' log set-up).
@@ -44,4 +46,5 @@ pub mod ring;
 pub mod server;
 pub mod snapshot;
 pub mod state_file;
+pub mod status_page;
 pub mod sync;

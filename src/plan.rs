@@ -362,7 +362,8 @@ fn backends(before: &Ring, after: &Ring, change: &Change, moved: &Moved) -> Vec<
                     .iter()
                     .filter(|f| pick(f).as_deref() == Some(&*id))
                     .map(|f| f.share)
-                    .sum()
+                    // Not `sum`: an empty f64 sum is -0.0.
+                    .fold(0.0, |a, b| a + b)
             };
             BackendPlan {
                 action,
