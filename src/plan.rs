@@ -310,7 +310,7 @@ pub fn plan(current: &Ring, change: &Change) -> Result<Plan, PlanError> {
             return Err(error(
                 field,
                 format!(
-                    "{:?} is already a member; change its weight with \"weight\" (an address change moves no keys)",
+                    "{:?} is already a member; change its weight instead (an address change moves no keys)",
                     j.id
                 ),
             ));
@@ -457,14 +457,14 @@ impl Plan {
             .max(7);
         let _ = writeln!(
             out,
-            "{:width$}  {:10}  {:>11}  {:>8} -> {:<8}  {:>8}  {:>9}",
-            "backend", "change", "weight", "share", "", "moved in", "moved out"
+            "{:width$}  {:10}  {:>9}  {:>12}  {:>11}  {:>8}  {:>9}",
+            "backend", "change", "weight", "share before", "share after", "moved in", "moved out"
         );
         let weight = |w: Option<u32>| w.map_or_else(|| "-".to_string(), |w| w.to_string());
         for b in &self.backends {
             let _ = writeln!(
                 out,
-                "{:width$}  {:10}  {:>11}  {:>8} -> {:<8}  {:>8}  {:>9}{}",
+                "{:width$}  {:10}  {:>9}  {:>12}  {:>11}  {:>8}  {:>9}{}",
                 b.id,
                 b.action.as_str(),
                 format!("{} -> {}", weight(b.weight_before), weight(b.weight_after)),

@@ -301,3 +301,91 @@ async fn arcs_cover_the_ring_in_order() {
         assert!(r.json()["error"].as_str().unwrap().starts_with("max"));
     }
 }
+
+/// `ringproxy plan` with `args` (after `--config FILE`).
+fn plan_cli(config: &TempFile, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ringproxy"))
+        .arg("plan")
+        .arg("--config")
+        .arg(&config.path)
+        .args(args)
+        .env_remove("RINGPROXY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run ringproxy plan")
+}
+
+#[tokio::test]
+async fn the_command_line_plans_like_the_admin_api() {
+    let b = start_backends(&["cache-a", "cache-b", "cache-c"]).await;
+    let text = config_with("[ring]\nvnodes = 150", &[&b[0], &b[1], &b[2]]);
+    let file = TempFile::new("plan-cli", &text);
+    let p = start_proxy(&text).await;
+    let api = plan(
+        &p,
+        &json!({
+            "join": [{"id": "cache-e", "address": "10.0.0.5:80", "weight": 2}],
+            "leave": ["cache-b"],
+            "weight": {"cache-a": 3}
+        }),
+    )
+    .await;
+    let args = [
+        "--join",
+        "cache-e=10.0.0.5:80:2",
+        "--leave",
+        "cache-b",
+        "--weight",
+        "cache-a=3",
+    ];
+    let out = plan_cli(&file, &[&args[..], &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "moved",
+        "fingerprint",
+        "fingerprint_before",
+        "backends",
+        "flows",
+        "exact",
+    ] {
+        assert_eq!(cli[field], api[field], "{field}");
+    }
+
+    // For people: the moved share, each backend, the flows.
+    let out = plan_cli(&file, &args);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let pct = format!("{:.2}%", api["moved"].as_f64().unwrap() * 100.0);
+    assert!(table.contains(&pct), "{table}");
+    for needle in [
+        "cache-a",
+        "reweighted",
+        "cache-b",
+        "leaves",
+        "cache-e",
+        "joins",
+        "flows",
+        "not by sampling",
+    ] {
+        assert!(table.contains(needle), "{needle} in {table}");
+    }
+
+    // Bad arguments exit 2 naming the argument.
+    for (bad, named) in [
+        (vec!["--leave", "cache-z"], "--leave cache-z"),
+        (vec!["--weight", "cache-z=2"], "--weight cache-z=2"),
+        (vec!["--weight", "cache-a=0"], "--weight cache-a=0"),
+        (vec!["--join", "cache-e"], "--join cache-e"),
+        (vec!["--join", "cache-a=h:1"], "--join cache-a=h:1"),
+    ] {
+        let out = plan_cli(&file, &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{bad:?}: {stderr}");
+    }
+}
