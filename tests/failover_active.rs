@@ -377,7 +377,8 @@ async fn bodies_for_a_dead_owner_are_resent_intact_to_the_next_candidate() {
     let hits = a.hits() + b.hits() + c.hits();
     let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert!(r.text().contains("cannot connect"), "{:?}", r.text());
+    // Clients get a fixed text; the reason (cannot connect) is in the log and the metrics.
+    assert_eq!(r.text(), "Bad Gateway: the backend failed\n");
     assert_eq!(
         a.hits() + b.hits() + c.hits(),
         hits,
@@ -424,7 +425,7 @@ async fn sent_requests_are_not_retried_by_default() {
     backends[1].stop();
     let r = inflight.await.unwrap();
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert!(r.text().contains("cache-b"), "{:?}", r.text());
+    assert_eq!(r.text(), "Bad Gateway: the backend failed\n");
     assert_eq!(total(&backends), before + 1, "not retried");
 }
 
