@@ -186,7 +186,10 @@ async fn admin_token_guards_everything_but_healthz() {
         let ct = r.headers.get("content-type").unwrap().to_str().unwrap();
         assert!(ct.starts_with("text/html"), "{path}: {ct}");
         assert!(r.headers.contains_key("content-security-policy"));
-        assert!(!r.text().contains("cache-a"), "{path} shows no backend by itself");
+        assert!(
+            !r.text().contains("cache-a"),
+            "{path} shows no backend by itself"
+        );
     }
 
     // With the token every call works, and the refused ones above changed nothing.
