@@ -16,9 +16,11 @@ use serde_json::{json, Value};
 use crate::clock::now_ms;
 use crate::config::Spread;
 use crate::metrics::Metrics;
+use crate::plan::{plan, Change};
 use crate::reload::{ReloadError, Reloader};
 use crate::ring::hash_key;
 use crate::snapshot::{Backend, ChangeError, Cluster, RampDirection, Reloaded, Snapshot, Upsert};
+use crate::status_page;
 use crate::traffic::Traffic;
 
 /// Admin request bodies are small JSON documents.
@@ -168,6 +170,11 @@ impl Admin {
             allow(&req, &[Method::GET, Method::HEAD], "GET, HEAD")?;
             return Ok(text_response(StatusCode::OK, "ok\n"));
         }
+        if path == "/" || path == "/status" {
+            // The page holds nothing sensitive; its calls carry the token.
+            allow(&req, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            return Ok(page_response());
+        }
         self.authorize(&req)?;
         // Segments are percent-decoded (an id may hold non-ASCII letters); `%2F` stays inside
         // its segment and then fails id validation.
@@ -240,6 +247,38 @@ impl Admin {
                     &ring_json(&self.cluster.load()),
                 ))
             }
+            ["ring", "arcs"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                let max = status_page::max_arcs(req.uri().query().unwrap_or(""))
+                    .map_err(AdminError::BadRequest)?;
+                let arcs = status_page::arcs_json(&self.cluster.load(), max);
+                Ok(json_response(StatusCode::OK, &arcs))
+            }
+            ["ring", "plan"] => {
+                allow(&req, &[Method::POST], "POST")?;
+                let max = status_page::max_arcs(req.uri().query().unwrap_or(""))
+                    .map_err(AdminError::BadRequest)?;
+                let body: Value = serde_json::from_slice(&read_body(req).await?).map_err(|e| {
+                    AdminError::BadRequest(format!(
+                        "invalid JSON body: {e}; expected {{\"join\": [{{\"id\", \"address\", \"weight\"}}], \"leave\": [ids], \"weight\": {{id: weight}}}}"
+                    ))
+                })?;
+                let change =
+                    Change::from_json(&body).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+                // Planned against one snapshot; nothing changes.
+                let snapshot = self.cluster.load();
+                let planned = plan(&snapshot.ring, &change)
+                    .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &status_page::plan_json(&snapshot, &planned, max),
+                ))
+            }
+            ["stats"] => {
+                allow(&req, &[Method::GET], "GET")?;
+                let stats = status_page::stats_json(&self.cluster.load(), self.metrics.latency());
+                Ok(json_response(StatusCode::OK, &stats))
+            }
             ["metrics"] => {
                 allow(&req, &[Method::GET], "GET")?;
                 let mut res = text_response(
@@ -298,7 +337,7 @@ impl Admin {
                 "invalid JSON body: {e}; expected {{\"address\": \"host:port\", \"weight\": 1}}"
             ))
         })?;
-        let outcome = self.cluster.upsert(id, &put.address, put.weight)?;
+        let (outcome, snapshot) = self.cluster.upsert_snapshot(id, &put.address, put.weight)?;
         let status = match outcome {
             Upsert::Created => {
                 tracing::info!(backend = %id, address = %put.address, weight = put.weight, "backend joined the ring");
@@ -310,10 +349,14 @@ impl Admin {
             }
             Upsert::Unchanged => StatusCode::OK,
         };
-        let snapshot = self.cluster.load();
+        // What this change moved (exactly); nothing when nothing changed.
+        let moved = match (outcome, snapshot.last_change) {
+            (Upsert::Created | Upsert::Updated, Some(c)) => c.moved,
+            _ => 0.0,
+        };
         Ok(json_response(
             status,
-            &json!({"id": id, "address": put.address, "weight": put.weight, "version": snapshot.version}),
+            &json!({"id": id, "address": put.address, "weight": put.weight, "version": snapshot.version, "moved": moved}),
         ))
     }
 
@@ -406,11 +449,10 @@ fn backend_json(b: &Backend, now: u64) -> Value {
 
 fn ring_json(s: &Snapshot) -> Value {
     let list: Vec<Value> = s
-        .ring
         .shares()
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, (points, share))| {
+        .map(|(i, &(points, share))| {
             let b = &s.backends[i];
             json!({"id": &*b.id, "weight": b.weight, "points": points, "share": share})
         })
@@ -422,7 +464,42 @@ fn ring_json(s: &Snapshot) -> Value {
         "vnodes": s.ring.vnodes(),
         "points": s.ring.points(),
         "backends": list,
+        "last_change": status_page::last_change_json(s),
     })
+}
+
+/// Reads a small request body whole.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminError> {
+    Ok(Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                AdminError::TooLarge
+            } else {
+                AdminError::BadRequest(format!("cannot read body: {e}"))
+            }
+        })?
+        .to_bytes())
+}
+
+fn page_response() -> Response<AdminBody> {
+    let mut res = Response::new(Full::new(Bytes::from_static(status_page::PAGE.as_bytes())));
+    let headers = res.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(status_page::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 fn allow(

@@ -78,10 +78,13 @@ pub async fn run(shutdown: CancellationToken) -> Result<(), ServeError> {
         r#"ringproxy demo: proxy on http://{p}, admin on http://{a}
 backends cache-a, cache-b, cache-c are in the ring; cache-d ({d}) is running but not yet in it.
 
+Open http://{a}/ in a browser for the status page (the ring, live figures, previews).
+
 Try:
   curl -H 'x-user-id: 42' http://{p}/                    # the same user always gets the same cache
   curl 'http://{a}/route?key=42'                         # ask which backend owns a key
   for u in $(seq 1 12); do curl -s -H "x-user-id: user-$u" http://{p}/; done
+  curl -X POST http://{a}/ring/plan -d '{{"join": [{{"id": "cache-d", "address": "{d}"}}]}}'   # what a join would move
   curl -X PUT http://{a}/backends/cache-d -d '{{"address": "{d}"}}'   # join cache-d
   for u in $(seq 1 12); do curl -s -H "x-user-id: user-$u" http://{p}/; done   # only keys that moved to cache-d changed
   curl http://{a}/ring                                   # each backend's share of the hash space

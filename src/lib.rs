@@ -15,6 +15,8 @@
 //!    - [`discovery`]: DNS discovery of backends (its own I/O through hickory; imports nothing
 //!      of this crate).
 //! 2. [`config`]: TOML → validated `Config`, section by section, every error naming its field.
+//!    [`plan`]: a membership change previewed before it is made: the planned ring, built as the
+//!    change would build it, and exactly what moves (`POST /ring/plan`, `ringproxy plan`).
 //! 3. Per-backend and process state shared across snapshots: [`health`] (passive ejection,
 //!    active-check results, drain; it never rebuilds the ring), [`load`] (requests in flight,
 //!    the bounded-load rule), [`traffic`] (total in flight, the hot-key sketch), and
@@ -26,7 +28,9 @@
 //! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate (within the
 //!    load bound) → forward, over the per-worker upstream pool; its error vocabulary maps every
 //!    failure to a status. [`reload`]: re-reading the config file into the cluster.
-//! 7. [`admin`]: the admin API (join, leave, drain, reload, route, ring, metrics).
+//! 7. [`status_page`]: the status page (embedded HTML) and the JSON views it reads (ring arcs,
+//!    stats, plans with the arcs that would move); [`admin`]: the admin API (join, leave, drain,
+//!    reload, route, ring, plan, stats, metrics, the page).
 //! 8. [`server`]: listeners, proxy worker threads and the client-connection watchdog, active
 //!    health checks, warm-up ramps, discovery, graceful shutdown.
 //! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
@@ -49,11 +53,13 @@ pub mod load;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod proxy;
 pub mod reload;
 pub mod ring;
 pub mod server;
 pub mod snapshot;
 pub mod state_file;
+pub mod status_page;
 pub mod sync;
 pub mod traffic;

@@ -35,6 +35,23 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Preview a membership change offline: what would move, exactly (the same code as the
+    /// admin API's POST /ring/plan). The current membership is the state file's when one is
+    /// configured and present, else the config's [[backends]], as at start.
+    Plan {
+        /// A backend that joins: ID=HOST:PORT or ID=HOST:PORT:WEIGHT (repeatable).
+        #[arg(long, value_name = "ID=ADDR[:W]")]
+        join: Vec<String>,
+        /// A backend that leaves (repeatable).
+        #[arg(long, value_name = "ID")]
+        leave: Vec<String>,
+        /// A new weight for a backend that stays (repeatable).
+        #[arg(long, value_name = "ID=W")]
+        weight: Vec<String>,
+        /// Print JSON, as POST /ring/plan answers, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a self-contained demo: three backends behind the proxy on 127.0.0.1:8080.
     Demo,
     /// Speak the JSON-lines node protocol on stdin/stdout (same as `ringproxy-node`).
@@ -76,6 +93,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
+        Some(Command::Plan {
+            join,
+            leave,
+            weight,
+            json,
+        }) => with_config(cli.config, |c| plan(&c, &join, &leave, &weight, json)),
         Some(Command::Demo) => runtime_and(|shutdown| async move {
             ringproxy::demo::run(shutdown)
                 .await
@@ -104,6 +127,83 @@ fn with_config(path: Option<PathBuf>, then: impl FnOnce(Config) -> ExitCode) -> 
             ExitCode::from(2)
         }
     }
+}
+
+/// `ringproxy plan`: reads the change from the arguments and prints the plan; a bad argument
+/// or an impossible change exits 2 naming it.
+fn plan(c: &Config, join: &[String], leave: &[String], weight: &[String], json: bool) -> ExitCode {
+    use ringproxy::plan::{plan, Change};
+    let change = (|| {
+        Ok::<_, ringproxy::plan::PlanError>(Change {
+            join: join
+                .iter()
+                .map(|a| Change::parse_join(a))
+                .collect::<Result<_, _>>()?,
+            leave: leave
+                .iter()
+                .map(|a| Change::parse_leave(a))
+                .collect::<Result<_, _>>()?,
+            weight: weight
+                .iter()
+                .map(|a| Change::parse_weight(a))
+                .collect::<Result<_, _>>()?,
+        })
+    })();
+    // The membership the proxy would start with: the state file's when there is one.
+    let cluster = match ringproxy::snapshot::Cluster::new(c) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let planned = change.and_then(|change| plan(&cluster.load().ring, &change));
+    match planned {
+        Ok(p) if json => {
+            println!("{:#}", p.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(p) => {
+            print!("{}", p.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", cli_error(&e, join, leave, weight));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A plan error in the command line's words: `leave[1]` is the second `--leave`, `join[0].id`
+/// the first `--join`, `weight.ID` the `--weight ID=...`.
+fn cli_error(
+    e: &ringproxy::plan::PlanError,
+    join: &[String],
+    leave: &[String],
+    weight: &[String],
+) -> String {
+    let field = &e.field;
+    let index = |prefix: &str| {
+        field
+            .strip_prefix(prefix)?
+            .split(']')
+            .next()?
+            .parse::<usize>()
+            .ok()
+    };
+    let named = if let Some(arg) = index("leave[").and_then(|i| leave.get(i)) {
+        format!("--leave {arg}")
+    } else if let Some(arg) = index("join[").and_then(|i| join.get(i)) {
+        format!("--join {arg}")
+    } else if let Some(id) = field.strip_prefix("weight.") {
+        weight
+            .iter()
+            .find(|w| w.split('=').next() == Some(id))
+            .map_or_else(|| field.clone(), |w| format!("--weight {w}"))
+    } else {
+        field.clone()
+    };
+    format!("{named}: {}", e.message)
 }
 
 fn print_summary(c: &Config) {

@@ -1,4 +1,11 @@
 //! Prometheus metrics, served as text on the admin listener's `GET /metrics`.
+//!
+//! Counters and gauges are prometheus-client families; the per-request latency histograms and
+//! in-flight gauges are atomics of their own in `latency.rs`, encoded into the same output.
+
+mod latency;
+
+pub use latency::{BackendReading, Exchange, Latency, Reading, BUCKETS};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -8,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::time::Duration;
 
 use crate::snapshot::Snapshot;
 
@@ -76,6 +84,9 @@ pub struct Metrics {
     in_flight: Family<BackendLabels, Gauge>,
     hot_keys: Gauge,
     discovery_errors: Family<DiscoveryLabels, Counter>,
+    ring_moved_share: Gauge<f64, AtomicU64>,
+    ring_share: Family<BackendLabels, Gauge<f64, AtomicU64>>,
+    latency: Arc<Latency>,
 }
 
 impl Default for Metrics {
@@ -115,8 +126,8 @@ impl Metrics {
             spills.clone(),
         );
         registry.register(
-            "backend_in_flight",
-            "Requests in flight at each backend",
+            "in_flight_requests",
+            "Requests sent to a backend whose response has not ended yet",
             in_flight.clone(),
         );
         registry.register(
@@ -124,6 +135,9 @@ impl Metrics {
             "Keys above balance.hot_share of recent requests",
             hot_keys.clone(),
         );
+        let ring_moved_share = Gauge::<f64, AtomicU64>::default();
+        let ring_share = Family::<BackendLabels, Gauge<f64, AtomicU64>>::default();
+        let latency = Arc::new(Latency::default());
         registry.register(
             "responses",
             "Responses relayed from backends, by backend and status code",
@@ -184,6 +198,17 @@ impl Metrics {
             "1 for the current ring's fingerprint (placement, vnodes, members and weights): replicas with the same membership show the same one",
             ring_info.clone(),
         );
+        registry.register(
+            "ring_moved_share",
+            "Share of the hash space (= of the keys) whose backend the last membership change changed, 0 to 1",
+            ring_moved_share.clone(),
+        );
+        registry.register(
+            "ring_share",
+            "Each backend's share of the hash space on the current ring, 0 to 1",
+            ring_share.clone(),
+        );
+        registry.register_collector(Box::new(latency.clone()));
         Metrics {
             registry,
             responses,
@@ -202,7 +227,27 @@ impl Metrics {
             in_flight,
             hot_keys,
             discovery_errors,
+            ring_moved_share,
+            ring_share,
+            latency,
         }
+    }
+
+    /// The latency histograms and in-flight gauges, per backend.
+    pub fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// A request is being sent to `backend`: in flight, and timed, until the returned exchange
+    /// is dropped (see [`Exchange`]).
+    #[inline]
+    pub fn begin(&self, backend: &Arc<str>) -> Exchange {
+        self.latency.begin(backend)
+    }
+
+    /// A new connection to `backend` took `took` to open.
+    pub fn upstream_connected(&self, backend: &Arc<str>, took: Duration) {
+        self.latency.connected(backend, took);
     }
 
     /// A backend answered with `code`.
@@ -306,6 +351,17 @@ impl Metrics {
                 fingerprint: snapshot.fingerprint.clone(),
             })
             .set(1);
+        self.ring_moved_share
+            .set(snapshot.last_change.map_or(0.0, |c| c.moved));
+        self.ring_share.clear();
+        for (b, &(_, share)) in snapshot.backends.iter().zip(snapshot.shares()) {
+            self.ring_share
+                .get_or_create(&BackendLabels {
+                    backend: b.id.clone(),
+                })
+                .set(share);
+        }
+        self.latency.retain(|id| snapshot.get(id).is_some());
         // Rebuilt from the snapshot so backends that left disappear from the output.
         self.backend_state.clear();
         let now = crate::clock::now_ms();

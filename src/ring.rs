@@ -434,8 +434,10 @@ fn prev_same(owners: &[u32], members: usize) -> Vec<u32> {
         .collect()
 }
 
+mod arcs;
 mod compare;
 
+pub use arcs::{fraction, layout, moved_spans, MovedSpan, Span};
 pub use compare::{moved, Flow, Moved};
 
 #[cfg(test)]

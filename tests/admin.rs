@@ -99,7 +99,7 @@ async fn bad_admin_input_is_refused_and_changes_nothing() {
         let r = p.admin(Method::GET, path, "").await;
         assert_refused(&r, StatusCode::BAD_REQUEST, path);
     }
-    for path in ["/nope", "/backends/a/b", "/"] {
+    for path in ["/nope", "/backends/a/b", "/status/x", "/ring/nope"] {
         let r = p.admin(Method::GET, path, "").await;
         assert_refused(&r, StatusCode::NOT_FOUND, path);
     }
@@ -111,6 +111,11 @@ async fn bad_admin_input_is_refused_and_changes_nothing() {
         (Method::DELETE, "/ring"),
         (Method::PUT, "/metrics"),
         (Method::POST, "/healthz"),
+        (Method::POST, "/"),
+        (Method::DELETE, "/status"),
+        (Method::GET, "/ring/plan"),
+        (Method::POST, "/ring/arcs"),
+        (Method::POST, "/stats"),
     ] {
         let r = p.admin(method.clone(), path, "{}").await;
         let what = format!("{method} {path}");
@@ -145,6 +150,9 @@ async fn admin_token_guards_everything_but_healthz() {
         (Method::GET, "/route?key=k", String::new()),
         (Method::GET, "/ring", String::new()),
         (Method::GET, "/metrics", String::new()),
+        (Method::GET, "/stats", String::new()),
+        (Method::GET, "/ring/arcs", String::new()),
+        (Method::POST, "/ring/plan", "{}".to_string()),
     ];
     for auth in [
         None,
@@ -171,6 +179,18 @@ async fn admin_token_guards_everything_but_healthz() {
     }
     let r = p.http.get(&p.admin_url("/healthz"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
+    // The status page itself holds nothing sensitive: served without the token.
+    for path in ["/", "/status"] {
+        let r = p.http.get(&p.admin_url(path), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let ct = r.headers.get("content-type").unwrap().to_str().unwrap();
+        assert!(ct.starts_with("text/html"), "{path}: {ct}");
+        assert!(r.headers.contains_key("content-security-policy"));
+        assert!(
+            !r.text().contains("cache-a"),
+            "{path} shows no backend by itself"
+        );
+    }
 
     // With the token every call works, and the refused ones above changed nothing.
     let ok = [("authorization", "Bearer s3cret")];
@@ -178,7 +198,7 @@ async fn admin_token_guards_everything_but_healthz() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["version"], 1);
     assert_eq!(r.json()["backends"].as_array().unwrap().len(), 1);
-    let expected = [200, 200, 201, 204, 200, 200, 200];
+    let expected = [200, 200, 201, 204, 200, 200, 200, 200, 200, 200];
     for ((method, path, body), status) in calls.iter().zip(expected) {
         let r = p
             .http

@@ -393,11 +393,8 @@ async fn bodies_for_a_dead_owner_are_resent_intact_to_the_next_candidate() {
     let hits = a.hits() + b.hits() + c.hits();
     let r = p.get_key("/", &key).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(
-        r.text(),
-        "Bad Gateway: the backend failed\n",
-        "a fixed text"
-    );
+    // Clients get a fixed text; the reason (cannot connect) is in the log and the metrics.
+    assert_eq!(r.text(), "Bad Gateway: the backend failed\n");
     assert_eq!(
         a.hits() + b.hits() + c.hits(),
         hits,

@@ -242,6 +242,8 @@ impl Proxy {
             connect: config.connect_timeout,
             idle: config.upstream_idle_timeout,
         };
+        // In flight and timed from here to the end of the response body.
+        let exchange = self.metrics.begin(&backend.id);
         let sent = async {
             match &head.upgrade {
                 Some(upgrade) => {
@@ -253,15 +255,20 @@ impl Proxy {
                 }
                 None => {
                     self.pool
-                        .send(&backend.address, req, timeouts, || {
+                        .send(&backend.address, req, timeouts, |took| {
                             self.metrics.upstream_opened(&backend.id);
+                            self.metrics.upstream_connected(&backend.id, took);
                         })
                         .await
                 }
             }
         };
         match tokio::time::timeout(config.request_timeout, sent).await {
-            Ok(Ok(res)) => Ok(res),
+            Ok(Ok(mut res)) => {
+                exchange.first_byte();
+                res.body_mut().time(exchange);
+                Ok(res)
+            }
             Ok(Err(e)) if client_body.client_failed() => {
                 // The client's body broke the exchange: the client's error, not the backend's.
                 let reason = super::upstream::describe(&e);

@@ -25,6 +25,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
+use crate::metrics::Exchange;
 use crate::sync::lock;
 
 /// Idle connections kept per backend; more concurrent requests still get connections.
@@ -96,13 +97,13 @@ impl Upstream {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to the backend at `address`; `opened` is
-    /// called when that takes a new connection.
+    /// called with the time it took when that takes a new connection.
     pub async fn send(
         &self,
         address: &Arc<str>,
         mut req: Request<UpstreamBody>,
         timeouts: Timeouts,
-        opened: impl FnOnce(),
+        opened: impl FnOnce(Duration),
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         while let Some(mut sender) = self.pool.take(address) {
             match sender.try_send_request(req).await {
@@ -124,8 +125,9 @@ impl Upstream {
         }
         // Boxed: the connect future is large and rarely needed; inline it would be moved
         // around with every request's future.
+        let connecting = Instant::now();
         let mut sender = Box::pin(connect(address, timeouts.connect)).await?;
-        opened();
+        opened(connecting.elapsed());
         match sender.send_request(req).await {
             Ok(res) => Ok(self.lease(res, sender, address, timeouts.idle)),
             Err(e) => Err(UpstreamError::Exchange(e)),
@@ -149,6 +151,7 @@ impl Upstream {
             let mut body = ResponseBody {
                 body,
                 lease: Some(lease),
+                exchange: None,
             };
             body.release_if_done();
             body
@@ -222,7 +225,27 @@ where
 impl ResponseBody {
     /// A body on a connection that is not going back to the pool.
     pub fn unpooled(body: Incoming) -> ResponseBody {
-        ResponseBody { body, lease: None }
+        ResponseBody {
+            body,
+            lease: None,
+            exchange: None,
+        }
+    }
+
+    /// Times the exchange by this body: it ends when the body does (or is dropped).
+    pub fn time(&mut self, exchange: Exchange) {
+        if self.body.is_end_stream() {
+            exchange.finish();
+        } else {
+            self.exchange = Some(exchange);
+        }
+    }
+
+    /// The body ended: its exchange is timed to here.
+    fn finish(&mut self) {
+        if let Some(e) = self.exchange.take() {
+            e.finish();
+        }
     }
 }
 
@@ -358,12 +381,15 @@ struct Lease {
 pub struct ResponseBody {
     body: Incoming,
     lease: Option<Lease>,
+    /// Times the exchange and counts it in flight; dropped with the body.
+    exchange: Option<Exchange>,
 }
 
 impl ResponseBody {
     fn release_if_done(&mut self) {
         if self.body.is_end_stream() {
             self.release();
+            self.finish();
         }
     }
 
@@ -386,7 +412,10 @@ impl Body for ResponseBody {
         match &frame {
             // The server may stop polling once `is_end_stream` says so: release now.
             Some(Ok(_)) => self.release_if_done(),
-            None => self.release(),
+            None => {
+                self.release();
+                self.finish();
+            }
             Some(Err(_)) => self.lease = None,
         }
         Poll::Ready(frame)

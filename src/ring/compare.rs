@@ -31,12 +31,8 @@ pub struct Flow {
 
 const CIRCLE: f64 = 18_446_744_073_709_551_616.0; // 2^64
 
-/// The exact share of the hash space that changes owner from `old` to `new`.
-///
-/// A key at position k belongs to the first point at or after k. Between two consecutive
-/// points of the *union* of both rings' points neither ring has a point, so each ring gives
-/// the whole arc one owner: the owner of its first point at or after the arc's end. One merge
-/// walk over both sorted point lists therefore measures every arc exactly.
+/// The exact share of the hash space that changes owner from `old` to `new`, measured over the
+/// arcs of the union of both rings' points (see `each_arc`).
 pub fn moved(old: &Ring, new: &Ring) -> Moved {
     if old.hashes.is_empty() || new.hashes.is_empty() {
         let share = if old.hashes.is_empty() && new.hashes.is_empty() {
@@ -68,14 +64,64 @@ pub fn moved(old: &Ring, new: &Ring) -> Moved {
         .iter()
         .map(|m| new.index_of(&m.id).map(|i| i as u32))
         .collect();
-
-    let (a, b) = (&old.hashes, &new.hashes);
-    let (mut i, mut j) = (0usize, 0usize);
     let mut flows: HashMap<(u32, u32), u128> = HashMap::new();
     let mut moved: u128 = 0;
+    each_arc(old, new, |arc| {
+        if same[arc.from as usize] != Some(arc.to) {
+            moved += arc.length;
+            *flows.entry((arc.from, arc.to)).or_default() += arc.length;
+        }
+    });
+    let mut flows: Vec<_> = flows
+        .into_iter()
+        .map(|((f, t), len)| Flow {
+            from: Some(old.members[f as usize].id.clone()),
+            to: Some(new.members[t as usize].id.clone()),
+            share: len as f64 / CIRCLE,
+        })
+        .collect();
+    flows.sort_by(|x, y| {
+        y.share
+            .total_cmp(&x.share)
+            .then_with(|| x.from.cmp(&y.from))
+            .then_with(|| x.to.cmp(&y.to))
+    });
+    Moved {
+        share: (moved as f64 / CIRCLE).min(1.0),
+        flows,
+    }
+}
+
+/// One arc of the union of two rings' points: no point of either ring lies strictly inside it,
+/// so each ring gives the whole arc one owner.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnionArc {
+    /// The arc's last position (inclusive); it starts just past the previous arc's `end`.
+    pub end: u64,
+    /// Its length in positions (the first arc wraps past `u64::MAX`).
+    pub length: u128,
+    /// The owner's member index in the old ring.
+    pub from: u32,
+    /// The owner's member index in the new ring.
+    pub to: u32,
+}
+
+/// Calls `visit` for each arc between consecutive points of the union of both (non-empty)
+/// rings' points, in ring order starting with the arc that wraps past zero.
+///
+/// A key at position k belongs to the first point at or after it. Between two consecutive
+/// points of the *union* neither ring has a point, so each ring gives the whole arc one owner:
+/// the owner of its first point at or after the arc's end. One merge walk over both sorted
+/// point lists therefore measures every arc exactly.
+pub(crate) fn each_arc(old: &Ring, new: &Ring, mut visit: impl FnMut(UnionArc)) {
+    let (a, b) = (&old.hashes, &new.hashes);
+    let (Some(&a_last), Some(&b_last)) = (a.last(), b.last()) else {
+        return;
+    };
+    let (mut i, mut j) = (0usize, 0usize);
     // The first arc wraps: it ends at the smallest point of either ring and starts after the
     // largest one.
-    let last = (*a.last().expect("not empty")).max(*b.last().expect("not empty"));
+    let last = a_last.max(b_last);
     let mut prev = last;
     let mut first = true;
     while i < a.len() || j < b.len() {
@@ -95,10 +141,12 @@ pub fn moved(old: &Ring, new: &Ring) -> Moved {
         } else {
             u128::from(end - prev)
         };
-        if same[from as usize] != Some(to) {
-            moved += length;
-            *flows.entry((from, to)).or_default() += length;
-        }
+        visit(UnionArc {
+            end,
+            length,
+            from,
+            to,
+        });
         first = false;
         prev = end;
         while i < a.len() && a[i] == end {
@@ -107,24 +155,6 @@ pub fn moved(old: &Ring, new: &Ring) -> Moved {
         while j < b.len() && b[j] == end {
             j += 1;
         }
-    }
-    let mut flows: Vec<_> = flows
-        .into_iter()
-        .map(|((f, t), len)| Flow {
-            from: Some(old.members[f as usize].id.clone()),
-            to: Some(new.members[t as usize].id.clone()),
-            share: len as f64 / CIRCLE,
-        })
-        .collect();
-    flows.sort_by(|x, y| {
-        y.share
-            .total_cmp(&x.share)
-            .then_with(|| x.from.cmp(&y.from))
-            .then_with(|| x.to.cmp(&y.to))
-    });
-    Moved {
-        share: (moved as f64 / CIRCLE).min(1.0),
-        flows,
     }
 }
 

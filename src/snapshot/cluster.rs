@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use super::view::{Backend, Origin, Ramp, RampDirection, Settings, Snapshot};
+use super::view::{Backend, LastChange, Origin, Ramp, RampDirection, Settings, Snapshot};
 use crate::clock::now_ms;
 use crate::config::{validate_address, validate_id, validate_weight, BackendConfig, Config};
 use crate::discovery::Found;
 use crate::health::BackendHealth;
 use crate::load::BackendLoad;
-use crate::ring::RingError;
+use crate::ring::{moved, RingError};
 use crate::state_file::{SavedBackend, StateError, StateFile};
 use crate::sync::lock;
 
@@ -139,6 +139,18 @@ impl Cluster {
 
     /// Adds a backend, or changes the address/weight of an existing one.
     pub fn upsert(&self, id: &str, address: &str, weight: i64) -> Result<Upsert, ChangeError> {
+        self.upsert_snapshot(id, address, weight)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Cluster::upsert`], answering also the snapshot it published (the current one when
+    /// nothing changed), whose `last_change` says what the change moved.
+    pub fn upsert_snapshot(
+        &self,
+        id: &str,
+        address: &str,
+        weight: i64,
+    ) -> Result<(Upsert, Arc<Snapshot>), ChangeError> {
         let new = backend(id, address, weight)?;
         self.change(|_, draft| {
             Ok(match draft.backends.iter_mut().find(|b| *b.id == *id) {
@@ -153,7 +165,7 @@ impl Cluster {
                 }
             })
         })
-        .map(|(outcome, _, _)| outcome)
+        .map(|(outcome, _, new)| (outcome, new))
     }
 
     /// Removes a backend from the ring.
@@ -367,7 +379,7 @@ impl Cluster {
         if same_members && *draft.settings == *old.settings {
             return Ok(old.clone());
         }
-        let next = if same_members {
+        let mut next = if same_members {
             Snapshot::with_ring(
                 old.version,
                 old.ring.clone(),
@@ -388,6 +400,20 @@ impl Cluster {
                 draft.backends,
                 draft.settings,
             )?
+        };
+        // Every membership change, whatever its source, reports what it moved (exactly).
+        next.last_change = if same_members {
+            old.last_change
+        } else {
+            let moved = if same_ring {
+                0.0
+            } else {
+                moved(&old.ring, &next.ring).share
+            };
+            Some(LastChange {
+                version: next.version,
+                moved,
+            })
         };
         if !same_members {
             if let Some(state) = &w.state {

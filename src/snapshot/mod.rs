@@ -18,7 +18,9 @@ mod view;
 
 pub use cluster::{ChangeError, Cluster, StartError, Upsert};
 pub use reload::Reloaded;
-pub use view::{Backend, Origin, Ramp, RampDirection, Settings, Snapshot};
+pub use view::{Backend, LastChange, Origin, Ramp, RampDirection, Settings, Snapshot};
 
+#[cfg(test)]
+mod last_change_tests;
 #[cfg(test)]
 mod tests;

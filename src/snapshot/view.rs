@@ -1,6 +1,6 @@
 //! What one request routes with: the snapshot, its backends and its settings.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 
@@ -129,6 +129,16 @@ impl Settings {
     }
 }
 
+/// The latest membership change: the version it made and the share of the hash space (= of the
+/// keys) whose owner it changed, measured exactly when the change was made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastChange {
+    /// The ring version the change made.
+    pub version: u64,
+    /// Share of the hash space that changed owner, 0.0 to 1.0.
+    pub moved: f64,
+}
+
 /// Everything a request needs to route, as of one version.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -142,6 +152,11 @@ pub struct Snapshot {
     pub settings: Arc<Settings>,
     /// `ring.fingerprint()`, computed once.
     pub fingerprint: String,
+    /// The membership change that made this version; `None` for the ring the process started
+    /// with. Settings-only changes keep the previous one.
+    pub last_change: Option<LastChange>,
+    /// `ring.shares()`, computed on first use.
+    shares: OnceLock<Vec<(usize, f64)>>,
 }
 
 impl Snapshot {
@@ -180,7 +195,15 @@ impl Snapshot {
             backends,
             settings,
             fingerprint,
+            last_change: None,
+            shares: OnceLock::new(),
         }
+    }
+
+    /// Each member's points and share of the hash space ([`Ring::shares`]), computed once per
+    /// snapshot: scrapes and status pages ask often, the ring changes rarely.
+    pub fn shares(&self) -> &[(usize, f64)] {
+        self.shares.get_or_init(|| self.ring.shares())
     }
 
     /// The backend owning `key` on the ring.

@@ -161,7 +161,19 @@ impl TestProxy {
 
 pub async fn start_proxy(toml_text: &str) -> TestProxy {
     let config = Config::parse(toml_text).unwrap_or_else(|e| panic!("test config: {e}"));
-    let server = Server::bind(&config).await.expect("bind");
+    serve(Server::bind(&config).await.expect("bind"))
+}
+
+/// Like [`start_proxy`], from the config file at `path`, which `POST /reload` reads again.
+pub async fn start_proxy_from_file(path: &std::path::Path) -> TestProxy {
+    let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+    let server = Server::bind_with_reload(&config, Some(path.to_path_buf()))
+        .await
+        .expect("bind");
+    serve(server)
+}
+
+fn serve(server: Server) -> TestProxy {
     let (proxy, admin) = (server.proxy_addr(), server.admin_addr());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
