@@ -1,10 +1,11 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
 //! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, expected routing computed
-//! with the proxy's own `Ring`, and temp files.
+//! with the proxy's own `Ring`, a real nginx to compare with, and temp files.
 #![allow(dead_code)]
 
 mod backend;
 mod client;
+mod nginx;
 mod proxy;
 mod ring;
 
@@ -13,6 +14,8 @@ mod ring;
 pub use backend::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]
