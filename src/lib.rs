@@ -5,6 +5,8 @@
 //! - [`ring`]: the consistent-hash ring (no I/O, no clock): members → points → owner of a key,
 //!   and the distinct candidates clockwise for failover.
 //! - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP).
+//! - [`affinity_template`]: keys written in nginx's variable syntax (`$host$request_uri`),
+//!   rendering the bytes nginx would hash.
 //! - [`snapshot`]: the one immutable `Snapshot` (version, ring, backends) behind one `ArcSwap`,
 //!   and the serialized membership changes that replace it.
 //! - [`health`]: per-backend health shared across snapshots (passive ejection, active checks,
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod affinity;
+pub mod affinity_template;
 pub mod config;
 pub mod demo;
 pub mod health;
