@@ -15,6 +15,8 @@
 //! - [`proxy`]: the per-request path: key → snapshot → first usable candidate → forward.
 //! - [`admin`]: the admin API (join, leave, drain, route, ring, metrics).
 //! - [`metrics`]: Prometheus counters and gauges.
+//! - [`nginx_import`]: `import-nginx`: an nginx upstream with `hash ... consistent` → a
+//!   ringproxy config with the nginx-compatible ring (pure; reads files only).
 //! - [`config`]: TOML → validated `Config`, every error naming its field.
 //! - [`server`]: listeners, proxy worker threads, graceful shutdown.
 //! - [`demo`]: `ringproxy demo`, in-process backends to try things with.
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod health;
 pub mod hop;
 pub mod metrics;
+pub mod nginx_import;
 pub mod node;
 pub mod proxy;
 pub mod ring;
