@@ -4,13 +4,21 @@
 //! must name the same backend for every key; then a server joins (nginx reload, listed last)
 //! and the comparison runs again.
 //!
+//! The importer reads the config nginx runs and must give the same ring and key, and keys
+//! built from several nginx variables (`$host$uri$is_args$arg_k`) must render to the bytes
+//! nginx hashes.
+//!
 //! Skips, saying so, when no nginx binary is installed (CI installs the Debian package).
 
 mod common;
 
 use std::collections::HashSet;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use common::*;
+use ringproxy::affinity_template::{RequestView, Scheme, Template};
+use ringproxy::nginx_import;
 use ringproxy::ring::{Member, Ring};
 
 /// Pairs of servers (on port 29517) with one ring point in common, found by a search over
@@ -63,6 +71,30 @@ fn tie_keys(servers: &[UpstreamServer], first: &str, second: &str) -> Vec<String
         })
         .take(25)
         .collect()
+}
+
+/// The owner `Ring` gives the request `path` + `headers` under `template`, as the proxy will
+/// compute it: render the key, hash it the ring's way, look it up.
+fn owner_by_template(
+    ring: &Ring,
+    template: &Template,
+    path: &str,
+    headers: &[(String, String)],
+) -> String {
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    let view = RequestView {
+        target: path.as_bytes(),
+        headers: &pairs,
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        scheme: Scheme::Http,
+    };
+    let mut key = Vec::new();
+    assert!(template.render(&view, &mut key), "{path}: no key");
+    let owner = ring.lookup_hash(ring.hash(&key)).expect("a non-empty ring");
+    ring.member(owner).id.to_string()
 }
 
 /// Binds the first tie pair whose two addresses are free.
@@ -165,6 +197,40 @@ async fn ring_nginx_routes_every_key_like_real_nginx() {
         );
     }
 
+    // The importer reads the config nginx runs: same servers, same order, same key, so the
+    // same owner for every key.
+    let t = nginx_import::translate(&nginx.conf_path(), None).expect("import nginx.conf");
+    let imported: Vec<(String, u32)> = t
+        .backends
+        .iter()
+        .map(|b| (b.id.clone(), b.weight))
+        .collect();
+    let listed: Vec<(String, u32)> = servers
+        .iter()
+        .map(|s| (s.address.clone(), s.weight))
+        .collect();
+    assert_eq!(imported, listed);
+    assert_eq!(t.key.as_deref(), Some("$arg_k"));
+    let template: Template = t.key.as_deref().unwrap().parse().unwrap();
+    let ring = Ring::nginx(
+        t.backends
+            .iter()
+            .map(|b| Member::new(b.id.as_str(), b.weight)),
+    )
+    .unwrap();
+    for (key, owner) in keys.iter().zip(&before) {
+        let path = format!("/?k={key}");
+        assert_eq!(
+            &owner_by_template(&ring, &template, &path, &[]),
+            owner,
+            "key {key}"
+        );
+    }
+    eprintln!(
+        "import-nginx: {} keys route as nginx routed them",
+        keys.len()
+    );
+
     // A server joins: listed last in nginx, as an admin join is in compat mode.
     let joiner = ip_backend().await;
     servers.push(UpstreamServer::new(joiner.name.clone(), 2));
@@ -179,4 +245,69 @@ async fn ring_nginx_routes_every_key_like_real_nginx() {
     }
     assert!(moved > 0, "the joiner took no key");
     eprintln!("{moved} of {} keys moved, all to the joiner", keys.len());
+}
+
+/// Keys nginx builds from several variables: host (case, port and trailing dot stripped), the
+/// decoded and normalized path, and a query argument found case-insensitively.
+#[tokio::test]
+async fn template_keys_render_what_nginx_hashes() {
+    let Some(bin) = find_nginx() else {
+        eprintln!(
+            "SKIPPED nginx_compat: no nginx binary in PATH or /usr/sbin (apt-get install nginx)"
+        );
+        return;
+    };
+    let mut backends = Vec::new();
+    for _ in 0..4 {
+        backends.push(ip_backend().await);
+    }
+    let servers: Vec<UpstreamServer> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| UpstreamServer::new(b.name.clone(), 1 + (i % 3) as u32))
+        .collect();
+    let expr = "$host$uri$is_args$arg_k";
+    let nginx = Nginx::start(&bin, expr, &servers, "").await;
+
+    let hosts = [
+        "Cache.Example.COM:8080",
+        "cache.example.com.",
+        "[::1]:80",
+        "h-1.example",
+    ];
+    let mut probes = Vec::new();
+    for i in 0..200 {
+        let host = [("host", hosts[i % hosts.len()])];
+        probes.push(Probe::get(
+            format!("/a{i}//b/./c%41/../d?k=v{i}&x=1"),
+            &host,
+        ));
+        probes.push(Probe::get(format!("/img/%7Euser{i}/photo.jpg"), &host));
+        probes.push(Probe::get(format!("/p{i}?x=1&K=Mixed{i}"), &host));
+        probes.push(Probe::get(format!("/q/{i}/%2e/x%2Fy?k="), &host));
+    }
+    let got = nginx.owners_of(&probes).await;
+    let ring = ring_of(&servers);
+    let template: Template = expr.parse().unwrap();
+    let mut diffs = Vec::new();
+    for (probe, owner) in probes.iter().zip(&got) {
+        let want = owner_by_template(&ring, &template, &probe.path, &probe.headers);
+        if &want != owner {
+            diffs.push(format!("{probe:?}: nginx {owner}, template {want}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} requests differ, e.g. {:?}",
+        diffs.len(),
+        probes.len(),
+        &diffs[..diffs.len().min(10)]
+    );
+    let used: HashSet<&String> = got.iter().collect();
+    assert_eq!(
+        used.len(),
+        servers.len(),
+        "every server should own some keys"
+    );
+    eprintln!("{expr}: {} requests, 0 differences", probes.len());
 }

@@ -130,6 +130,25 @@ fn named_backend(name: String, listeners: Vec<TcpListener>) -> NamedBackend {
     NamedBackend { name, accept }
 }
 
+/// One request to send through nginx: a path (with query) and extra headers.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Probe {
+    pub fn get(path: impl Into<String>, headers: &[(&str, &str)]) -> Probe {
+        Probe {
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// A running nginx proxying `/` to one `hash KEY consistent` upstream.
 pub struct Nginx {
     bin: PathBuf,
@@ -216,24 +235,38 @@ impl Nginx {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
 
-    /// For each key, the `x-backend` of the backend nginx sent `/?k=KEY` to (a few requests
-    /// in flight at once, fresh connections so no pre-reload worker answers). Keys are sent
+    /// For each key, the `x-backend` of the backend nginx sent `/?k=KEY` to. Keys are sent
     /// as they are: use keys that need no percent-encoding, since nginx hashes `$arg_k` raw.
     pub async fn owners(&self, keys: &[String]) -> Vec<String> {
+        let probes: Vec<Probe> = keys
+            .iter()
+            .map(|k| Probe::get(format!("/?k={k}"), &[]))
+            .collect();
+        self.owners_of(&probes).await
+    }
+
+    /// For each request, the `x-backend` of the backend nginx sent it to (a few in flight at
+    /// once, on fresh connections so no pre-reload worker answers). Each must answer 200.
+    pub async fn owners_of(&self, probes: &[Probe]) -> Vec<String> {
         let http = Http::new();
-        let mut out = vec![String::new(); keys.len()];
-        for (chunk_no, chunk) in keys.chunks(16).enumerate() {
+        let mut out = vec![String::new(); probes.len()];
+        for (chunk_no, chunk) in probes.chunks(16).enumerate() {
             let mut set = JoinSet::new();
-            for (i, key) in chunk.iter().enumerate() {
-                let (http, url, key) = (http.clone(), self.url(&format!("/?k={key}")), key.clone());
+            for (i, probe) in chunk.iter().enumerate() {
+                let (http, url, probe) = (http.clone(), self.url(&probe.path), probe.clone());
                 set.spawn(async move {
-                    let r = tokio::time::timeout(Duration::from_secs(10), http.get(&url, &[]))
+                    let headers: Vec<(&str, &str)> = probe
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    let r = tokio::time::timeout(Duration::from_secs(10), http.get(&url, &headers))
                         .await
-                        .unwrap_or_else(|_| panic!("key {key}: no answer from nginx in 10s"));
+                        .unwrap_or_else(|_| panic!("{probe:?}: no answer from nginx in 10s"));
                     assert_eq!(
                         r.status,
                         StatusCode::OK,
-                        "key {key}: nginx answered {} {}",
+                        "{probe:?}: nginx answered {} {}",
                         r.status,
                         r.text()
                     );
@@ -246,6 +279,11 @@ impl Nginx {
             }
         }
         out
+    }
+
+    /// The configuration file nginx runs with (rewritten by [`Nginx::reload`]).
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.join("nginx.conf")
     }
 
     /// Polls `/__generation` (a new connection each time) until it answers the current
