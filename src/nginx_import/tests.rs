@@ -440,3 +440,22 @@ fn default_port_is_added_only_when_missing() {
     assert_eq!(with_default_port("[::1]:81"), "[::1]:81");
     assert_eq!(with_default_port("unix:/x.sock"), "unix:/x.sock");
 }
+
+#[test]
+fn non_ascii_input_does_not_panic() {
+    let t = one_upstream("hash $uri consistent; server ünïx€:80 wéight=2;")
+        .translate(None)
+        .unwrap();
+    assert_eq!(t.backends[0].id, "ünïx€:80");
+    assert!(messages(&t)[0].contains("\"wéight=2\" on server ünïx€:80 is not translated"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever the bytes, the tokenizer answers (a tree or an error), never panics.
+    #[test]
+    fn tokenizer_never_panics(text in "[a-z ;{}#\"'\\\\$\n\t()]{0,60}") {
+        let _ = parse_text(&text, "fuzz.conf");
+    }
+}

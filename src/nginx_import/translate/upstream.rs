@@ -186,7 +186,11 @@ fn read_server(d: &Directive, t: &mut Translation, health: &mut Health) -> Resul
     if backup {
         return Ok(());
     }
-    if id.len() >= 5 && id[..5].eq_ignore_ascii_case("unix:") {
+    if id
+        .as_bytes()
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"unix:"))
+    {
         warn(
             t,
             at.clone(),
