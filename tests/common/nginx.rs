@@ -3,8 +3,8 @@
 //! with a new upstream, and collect which backend answered each key.
 //!
 //! nginx runs with `daemon off` and a master process, so `nginx -s reload` works; the master
-//! is our child, and dropping [`Nginx`] stops it (`-s stop`, then a kill) so no worker
-//! outlives the test. Every wait is bounded.
+//! is our child, and dropping [`Nginx`] stops it (SIGTERM, then a kill) so no worker outlives
+//! the test. Every wait is bounded.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -225,6 +225,19 @@ impl Nginx {
                 self.error_log()
             );
         }
+        // The new worker answering is not enough: until the old one handles its SIGQUIT, both
+        // accept on the shared socket. The old worker logs "gracefully shutting down" right
+        // before it closes its listening sockets; one per reload so far.
+        let retired = (self.generation - 1) as usize;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.error_log().matches("gracefully shutting down").count() < retired {
+            assert!(
+                Instant::now() < deadline,
+                "the old nginx worker did not stop accepting within {START_TIMEOUT:?}; error.log:\n{}",
+                self.error_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -310,8 +323,17 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // A fast shutdown through the master (which takes its workers down), then the kill.
-        let _ = command(&self.bin, &self.dir, &["-s", "stop"]).output();
+        // SIGTERM to the master (our child) is nginx's fast shutdown: it takes its workers
+        // down with it. A SIGKILL would orphan them, so it is only the last resort. The pid
+        // file is no help here: a master killed right after start may not have written it.
+        let pid = self.child.id().to_string();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !signalled {
+            let _ = command(&self.bin, &self.dir, &["-s", "stop"]).output();
+        }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -389,7 +411,7 @@ fn write_conf(
 master_process on;
 worker_processes 1;
 pid {d}/nginx.pid;
-error_log {d}/error.log warn;
+error_log {d}/error.log notice;
 events {{ worker_connections 512; }}
 http {{
     access_log off;
