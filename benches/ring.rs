@@ -10,6 +10,9 @@
 //! Keys are 4096 realistic affinity keys, `user-` + a pseudo-random 6-digit number, cycled
 //! through so the branch predictor cannot learn one path. Every iteration is one lookup.
 //!
+//! `ringproxy-nginx` is the nginx-compatible placement (`Ring::nginx`) over ketama's very
+//! addresses: the same points as ketama, behind ringproxy's bucket table.
+//!
 //! Run: `cargo bench --bench ring` (add `-- lookup` etc. to filter). Memory of the ring and the
 //! allocation count per lookup are measured by `cargo run --release --example ringstats`.
 
@@ -62,6 +65,12 @@ fn buckets(n: usize) -> Vec<Bucket> {
         .collect()
 }
 
+/// ringproxy's nginx-compatible ring over the addresses [`buckets`] gives ketama.
+fn ours_nginx(n: usize) -> Ring {
+    Ring::nginx((0..n).map(|i| Member::new(format!("10.0.{}.{}:11211", i / 256, i % 256), 1)))
+        .expect("valid ring")
+}
+
 fn ketama(n: usize) -> Continuum {
     Continuum::new(&buckets(n))
 }
@@ -72,6 +81,14 @@ fn lookup(c: &mut Criterion) {
     for n in SIZES {
         let ring = ours(n);
         g.bench_with_input(BenchmarkId::new("ringproxy", n), &ring, |b, ring| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (KEYS - 1);
+                ring.lookup(black_box(&keys[i]))
+            });
+        });
+        let nginx = ours_nginx(n);
+        g.bench_with_input(BenchmarkId::new("ringproxy-nginx", n), &nginx, |b, ring| {
             let mut i = 0usize;
             b.iter(|| {
                 i = (i + 1) & (KEYS - 1);
@@ -120,6 +137,14 @@ fn first_candidate(c: &mut Criterion) {
                 ring.candidates(black_box(&keys[i])).next()
             });
         });
+        let nginx = ours_nginx(n);
+        g.bench_with_input(BenchmarkId::new("ringproxy-nginx", n), &nginx, |b, ring| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & (KEYS - 1);
+                ring.candidates(black_box(&keys[i])).next()
+            });
+        });
         let cont = ketama(n);
         g.bench_with_input(BenchmarkId::new("ketama", n), &cont, |b, cont| {
             let mut i = 0usize;
@@ -142,6 +167,16 @@ fn build(c: &mut Criterion) {
         b.iter_batched(
             || m.clone(),
             |m| Ring::new(m, VNODES).expect("valid ring"),
+            BatchSize::PerIteration,
+        );
+    });
+    let addrs: Vec<Member> = (0..n)
+        .map(|i| Member::new(format!("10.0.{}.{}:11211", i / 256, i % 256), 1))
+        .collect();
+    g.bench_function(BenchmarkId::new("ringproxy-nginx", n), |b| {
+        b.iter_batched(
+            || addrs.clone(),
+            |m| Ring::nginx(m).expect("valid ring"),
             BatchSize::PerIteration,
         );
     });

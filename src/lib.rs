@@ -7,7 +7,11 @@
 //!    - [`ring`]: the consistent-hash ring (no I/O, no clock): members → points → owner of a
 //!      key, the distinct candidates clockwise for failover, the exact share a change moves,
 //!      and the ring's fingerprint.
-//!    - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP).
+//!    - [`affinity`]: which part of a request is the key (header, cookie, query, path, source IP);
+//!      [`affinity_template`]: keys in nginx's variable syntax (`$host$request_uri`), rendering
+//!      the bytes nginx would hash.
+//!    - [`nginx_import`]: `import-nginx`: an nginx upstream with `hash ... consistent` → a
+//!      ringproxy config with the nginx-compatible ring (reads files only).
 //!    - [`hop`]: hop-by-hop header stripping; [`forwarded`]: the `X-Forwarded-*` headers added.
 //!    - [`http1`]: the strict zero-copy HTTP/1.1 head parser and chunked-body scanner.
 //!    - [`hot`]: the heavy-hitter sketch that marks hot keys.
@@ -40,6 +44,7 @@
 
 pub mod admin;
 pub mod affinity;
+pub mod affinity_template;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -52,6 +57,7 @@ pub mod http1;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod nginx_import;
 pub mod node;
 pub mod plan;
 pub mod proxy;

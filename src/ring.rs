@@ -20,11 +20,20 @@
 //! (the very bits the bucket table indexes) leaves one or two points per bucket, and the
 //! per-bucket counts *are* the bucket table. One counting pass, one scatter pass and one nearly
 //! free insertion sort replace an O(n log n) comparison sort over (hash, owner) pairs.
+//!
+//! A second placement, [`Ring::nginx`], lays points out exactly as nginx's `hash ... consistent`
+//! does (see [`nginx`](self::nginx)) for migrations that must not move a key. It is the same
+//! `Ring`: same lookups, candidates and bucket table, only the points, the key hash
+//! ([`Ring::hash`]) and the member order differ; [`Ring::placement`] says which one a ring is.
 
 use std::fmt;
 use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
+
+mod nginx;
+
+pub use nginx::NGINX_VNODES;
 
 /// Upper bound on the points of one ring, so a typo in a weight cannot eat the machine's memory.
 pub const MAX_POINTS: u64 = 20_000_000;
@@ -89,12 +98,38 @@ pub enum RingError {
     TooManyPoints(u64),
 }
 
+/// How a ring places members' points and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// ringproxy's own ([`Ring::new`]): xxh3 + SplitMix64 points on 64 bits, independent of
+    /// member order.
+    Ringproxy,
+    /// nginx's `hash $key consistent` ([`Ring::nginx`]): CRC-32 points, 160 per unit of weight,
+    /// ties to the member listed first.
+    Nginx,
+}
+
+impl Placement {
+    /// The `[ring] compat` name of this placement: `None` for ringproxy's own.
+    pub fn compat(self) -> Option<&'static str> {
+        match self {
+            Placement::Ringproxy => None,
+            Placement::Nginx => Some("nginx"),
+        }
+    }
+}
+
 /// An immutable consistent-hash ring.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ring {
+    placement: Placement,
     vnodes: u32,
-    /// Members sorted by id; the index into this is the member index used everywhere.
+    /// The members; the index into this is the member index used everywhere. Sorted by id for
+    /// [`Placement::Ringproxy`], in the given (listing) order for [`Placement::Nginx`].
     members: Vec<Member>,
+    /// Member indices sorted by id, for [`Ring::index_of`] when `members` is not itself sorted
+    /// by id; empty when it is.
+    by_id: Vec<u32>,
     /// Point positions, ascending.
     hashes: Vec<u64>,
     /// `owners[i]` is the member index owning `hashes[i]`.
@@ -112,6 +147,7 @@ pub struct Ring {
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
+            .field("placement", &self.placement)
             .field("vnodes", &self.vnodes)
             .field("members", &self.members)
             .field("points", &self.hashes.len())
@@ -119,7 +155,8 @@ impl fmt::Debug for Ring {
     }
 }
 
-/// The position of a key on the ring.
+/// The position of a key on a ring of ringproxy's own placement ([`Ring::new`]); for any ring,
+/// [`Ring::hash`] gives the position under that ring's placement.
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
@@ -168,8 +205,10 @@ impl Ring {
         let (hashes, owners, buckets, shift) = lay_out(&members, vnodes, total as usize);
         let prev_same = prev_same(&owners, members.len());
         Ok(Ring {
+            placement: Placement::Ringproxy,
             vnodes,
             members,
+            by_id: Vec::new(),
             hashes,
             owners,
             prev_same,
@@ -181,8 +220,10 @@ impl Ring {
     /// The ring with no members: every lookup answers `None`.
     pub fn empty(vnodes: u32) -> Ring {
         Ring {
+            placement: Placement::Ringproxy,
             vnodes: vnodes.max(1),
             members: Vec::new(),
+            by_id: Vec::new(),
             hashes: Vec::new(),
             owners: Vec::new(),
             prev_same: Vec::new(),
@@ -191,12 +232,29 @@ impl Ring {
         }
     }
 
-    /// Points per unit of weight.
+    /// Which placement built this ring.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// Points per unit of weight ([`NGINX_VNODES`] for an nginx ring).
     pub fn vnodes(&self) -> u32 {
         self.vnodes
     }
 
-    /// Members sorted by id.
+    /// The position of `key` on this ring: `xxh3_64(key)` ([`hash_key`]) for ringproxy's
+    /// placement, `crc32(key) << 32` for nginx's. Feed it to [`Ring::lookup_hash`] and
+    /// [`Ring::candidates_hash`].
+    #[inline]
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        match self.placement {
+            Placement::Ringproxy => hash_key(key),
+            Placement::Nginx => nginx::key_position(key),
+        }
+    }
+
+    /// The members, indexed by member index: sorted by id for ringproxy's placement, in the
+    /// given (upstream listing) order for nginx's.
     pub fn members(&self) -> &[Member] {
         &self.members
     }
@@ -208,7 +266,14 @@ impl Ring {
 
     /// The index of the member with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.members.binary_search_by(|m| (*m.id).cmp(id)).ok()
+        if self.by_id.is_empty() {
+            return self.members.binary_search_by(|m| (*m.id).cmp(id)).ok();
+        }
+        let members = &self.members;
+        self.by_id
+            .binary_search_by(|&i| (*members[i as usize].id).cmp(id))
+            .ok()
+            .map(|at| self.by_id[at] as usize)
     }
 
     /// Number of members.
@@ -244,7 +309,7 @@ impl Ring {
     /// The member index owning `key`, or `None` on an empty ring.
     #[inline]
     pub fn lookup(&self, key: &[u8]) -> Option<usize> {
-        self.lookup_hash(hash_key(key))
+        self.lookup_hash(self.hash(key))
     }
 
     /// The member index owning the ring position `hash`.
@@ -258,7 +323,7 @@ impl Ring {
 
     /// The distinct members clockwise from `key`: the owner first, then each next member.
     pub fn candidates(&self, key: &[u8]) -> Candidates<'_> {
-        self.candidates_hash(hash_key(key))
+        self.candidates_hash(self.hash(key))
     }
 
     /// The distinct members clockwise from the ring position `hash`.
@@ -440,5 +505,7 @@ mod compare;
 pub use arcs::{fraction, layout, moved_spans, MovedSpan, Span};
 pub use compare::{moved, Flow, Moved};
 
+#[cfg(test)]
+mod nginx_tests;
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,13 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
 //! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, raw client connections and
-//! a recording (and upgrading) backend for hostile-client tests, a scriptable DNS server,
-//! expected routing computed with the proxy's own `Ring`, and temp files.
+//! a recording (and upgrading) backend for hostile-client tests, a scriptable DNS server, a real
+//! nginx to compare with, expected routing computed with the proxy's own `Ring`, and temp files.
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod dns;
+mod nginx;
 mod process;
 mod proxy;
 mod raw;
@@ -19,6 +20,8 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use dns::*;
+#[allow(unused_imports)]
+pub use nginx::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
