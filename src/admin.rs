@@ -18,7 +18,6 @@ use crate::config::Spread;
 use crate::metrics::Metrics;
 use crate::plan::{plan, Change};
 use crate::reload::{ReloadError, Reloader};
-use crate::ring::hash_key;
 use crate::snapshot::{Backend, ChangeError, Cluster, RampDirection, Reloaded, Snapshot, Upsert};
 use crate::status_page;
 use crate::traffic::Traffic;
@@ -373,7 +372,7 @@ impl Admin {
             .owner(key.as_bytes())
             .ok_or_else(|| AdminError::Unavailable("no backends in the ring".into()))?;
         // `backend` is what the proxy does right now; `owner` is the key's place on the ring.
-        let hash = hash_key(key.as_bytes());
+        let hash = snapshot.ring.hash(key.as_bytes());
         let hot = self.traffic.is_hot(hash);
         let balance = &snapshot.settings.balance;
         let spill = match (balance.bound, balance.spread) {
@@ -461,6 +460,7 @@ fn ring_json(s: &Snapshot) -> Value {
         "version": s.version,
         "fingerprint": s.fingerprint,
         "algorithm": s.ring.algorithm(),
+        "compat": s.ring.placement().compat(),
         "vnodes": s.ring.vnodes(),
         "points": s.ring.points(),
         "backends": list,

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use http::header::{HeaderName, COOKIE};
 use http::request::Parts;
 
+use crate::affinity_template::{RequestView, Scheme, Template};
+
 /// One place an affinity key can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -24,6 +26,13 @@ pub enum Source {
     Path,
     /// `source_ip`: the client's IP address.
     SourceIp,
+    /// `uri`: path and query exactly as sent (nginx's `$request_uri`).
+    Uri,
+    /// `host`: the host, lowercased, without port (nginx's `$host`).
+    Host,
+    /// `template:EXPR`: nginx variable syntax, e.g. `template:$host$request_uri`, rendering
+    /// the bytes nginx would hash.
+    Template(Box<Template>),
 }
 
 /// What to do with a request that carries none of the sources.
@@ -52,6 +61,9 @@ impl fmt::Display for Source {
             Source::Query(n) => write!(f, "query:{n}"),
             Source::Path => f.write_str("path"),
             Source::SourceIp => f.write_str("source_ip"),
+            Source::Uri => f.write_str("uri"),
+            Source::Host => f.write_str("host"),
+            Source::Template(t) => write!(f, "template:{t}"),
         }
     }
 }
@@ -91,9 +103,33 @@ impl Source {
             }
             Source::Path => Cow::Borrowed(parts.uri.path().as_bytes()),
             Source::SourceIp => Cow::Owned(peer.to_string().into_bytes()),
+            Source::Uri => Cow::Borrowed(parts.uri.path_and_query()?.as_str().as_bytes()),
+            Source::Host => render(&HOST_TEMPLATE, parts, peer)?,
+            Source::Template(t) => render(t, parts, peer)?,
         };
         (!value.is_empty()).then_some(value)
     }
+}
+
+/// `$host`, parsed once.
+static HOST_TEMPLATE: std::sync::LazyLock<Template> =
+    std::sync::LazyLock::new(|| "$host".parse().expect("a valid template"));
+
+/// Renders `template` over the request; `None` where nginx would hash nothing.
+fn render(template: &Template, parts: &Parts, peer: IpAddr) -> Option<Cow<'static, [u8]>> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    let view = RequestView {
+        target: target.as_bytes(),
+        headers: &parts.headers,
+        peer,
+        scheme: Scheme::Http,
+    };
+    let mut out = Vec::new();
+    template.render(&view, &mut out).then_some(Cow::Owned(out))
 }
 
 /// Where `inner` (a borrowed slice of `outer`) starts within `outer`.

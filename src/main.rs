@@ -38,6 +38,16 @@ enum Command {
     /// Preview a membership change offline: what would move, exactly (the same code as the
     /// admin API's POST /ring/plan). The current membership is the state file's when one is
     /// configured and present, else the config's [[backends]], as at start.
+    /// Translate an nginx upstream with `hash ... consistent` into a ringproxy config (on
+    /// stdout) that routes every key to the same server. Exit 0: complete; 1: printed, but
+    /// something could not be translated (listed on stderr with file:line); 2: no translation.
+    ImportNginx {
+        /// The main nginx config file (includes resolve against its directory).
+        file: PathBuf,
+        /// The upstream to translate, when several use `hash ... consistent`.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     Plan {
         /// A backend that joins: ID=HOST:PORT or ID=HOST:PORT:WEIGHT (repeatable).
         #[arg(long, value_name = "ID=ADDR[:W]")]
@@ -93,6 +103,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
+        Some(Command::ImportNginx { file, upstream }) => import_nginx(&file, upstream.as_deref()),
         Some(Command::Plan {
             join,
             leave,
@@ -111,6 +122,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn import_nginx(file: &std::path::Path, upstream: Option<&str>) -> ExitCode {
+    match ringproxy::nginx_import::translate(file, upstream) {
+        Ok(t) => {
+            print!("{}", t.to_toml());
+            for w in &t.warnings {
+                eprintln!("warning: {w}");
+            }
+            if t.is_partial() {
+                eprintln!("the translation is partial: review the warnings above");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

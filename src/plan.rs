@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::config::{validate_address, validate_id, validate_weight};
-use crate::ring::{moved, Member, Moved, Ring};
+use crate::ring::{moved, Member, Moved, Placement, Ring};
 
 /// What every plan answer says about how it was computed.
 pub const NOTE: &str = "exact: computed by interval arithmetic over the current and the planned \
@@ -317,10 +317,13 @@ pub fn plan(current: &Ring, change: &Change) -> Result<Plan, PlanError> {
         }
         weights.push((j.id.as_str().into(), j.weight));
     }
-    let after = Ring::new(
-        weights.iter().map(|(id, w)| Member::new(id.clone(), *w)),
-        current.vnodes(),
-    )
+    // Built as the change would build it: the same placement, and for nginx's (listing order
+    // matters) the members in the current order with joiners last.
+    let members = weights.iter().map(|(id, w)| Member::new(id.clone(), *w));
+    let after = match current.placement() {
+        Placement::Ringproxy => Ring::new(members, current.vnodes()),
+        Placement::Nginx => Ring::nginx(members),
+    }
     .map_err(|e| error("ring", e.to_string()))?;
     let moved = moved(current, &after);
     let backends = backends(current, &after, change, &moved);

@@ -231,11 +231,63 @@ async fn ring_nginx_routes_every_key_like_real_nginx() {
         keys.len()
     );
 
+    // A real ringproxy in compat mode, through its request path: every key to nginx's server.
+    let mut text = String::from(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [ring]\ncompat = \"nginx\"\n[affinity]\nkey = [\"template:$arg_k\"]\n",
+    );
+    for s in &servers {
+        text.push_str(&format!(
+            "[[backends]]\nid = \"{0}\"\naddress = \"{0}\"\nweight = {1}\n",
+            s.address, s.weight
+        ));
+    }
+    let proxy = start_proxy(&text).await;
+    let through = |keys: &[String]| {
+        let (http, url) = (proxy.http.clone(), proxy.url("/"));
+        let keys = keys.to_vec();
+        async move {
+            let mut out = Vec::new();
+            for k in &keys {
+                let r = http.get(&format!("{url}?k={k}"), &[]).await;
+                assert_eq!(r.status, http::StatusCode::OK, "{k}: {}", r.text());
+                out.push(r.backend());
+            }
+            out
+        }
+    };
+    let by_proxy = through(&keys).await;
+    let differ = by_proxy.iter().zip(&before).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        differ, 0,
+        "ringproxy (compat = nginx) routed {differ} keys differently from nginx"
+    );
+    assert_eq!(
+        proxy.admin(http::Method::GET, "/ring", "").await.json()["compat"],
+        "nginx"
+    );
+    eprintln!(
+        "ringproxy compat = nginx: {} keys, 0 differ from nginx",
+        keys.len()
+    );
+
     // A server joins: listed last in nginx, as an admin join is in compat mode.
     let joiner = ip_backend().await;
     servers.push(UpstreamServer::new(joiner.name.clone(), 2));
     nginx.reload("$arg_k", &servers, "").await;
     let after = compare(&nginx, &servers, &keys, "after a join").await;
+    let r = proxy
+        .admin(
+            http::Method::PUT,
+            &format!("/backends/{}", joiner.name),
+            &format!("{{\"address\": \"{}\", \"weight\": 2}}", joiner.name),
+        )
+        .await;
+    assert_eq!(r.status, http::StatusCode::CREATED, "{}", r.text());
+    let by_proxy = through(&keys).await;
+    let differ = by_proxy.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "after the join, {differ} keys differ from nginx");
+    proxy.stop().await;
     let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
     for ((k, b), a) in keys.iter().zip(&before).zip(&after) {
         assert!(

@@ -31,13 +31,21 @@ impl FromStr for Source {
             }
             "cookie" => Ok(Source::Cookie(need_name("session")?)),
             "query" => Ok(Source::Query(need_name("uid")?)),
-            "path" | "source_ip" if name.is_some() => {
+            "template" => {
+                let expr = need_name("$host$request_uri")?;
+                expr.parse()
+                    .map(|t| Source::Template(Box::new(t)))
+                    .map_err(|e| format!("{s:?}: {e}"))
+            }
+            "path" | "source_ip" | "uri" | "host" if name.is_some() => {
                 Err(format!("{s:?}: {kind} takes no name; write \"{kind}\""))
             }
             "path" => Ok(Source::Path),
             "source_ip" => Ok(Source::SourceIp),
+            "uri" => Ok(Source::Uri),
+            "host" => Ok(Source::Host),
             _ => Err(format!(
-                "{s:?}: unknown source kind {kind:?}; use header:NAME, cookie:NAME, query:NAME, path or source_ip"
+                "{s:?}: unknown source kind {kind:?}; use header:NAME, cookie:NAME, query:NAME, path, uri, host, source_ip or template:EXPR"
             )),
         }
     }

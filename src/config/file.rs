@@ -8,11 +8,11 @@ use super::balance::BalanceConfig;
 use super::discovery;
 use super::fields::{invalid, toml_message, ConfigError};
 use super::health::HealthConfig;
-use super::proxy::{vnodes, AdminConfig, ProxyConfig};
+use super::proxy::{placement, vnodes, AdminConfig, ProxyConfig};
 use super::raw::RawConfig;
 use crate::affinity::AffinityConfig;
 use crate::discovery::{ResolverSettings, Target};
-use crate::ring::{Member, Ring, RingError, MAX_POINTS};
+use crate::ring::{Member, Placement, Ring, RingError, MAX_POINTS, NGINX_VNODES};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -21,8 +21,10 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// `[admin]`
     pub admin: AdminConfig,
-    /// `[ring] vnodes`
+    /// `[ring] vnodes` ([`crate::ring::NGINX_VNODES`] with `compat = "nginx"`)
     pub vnodes: u32,
+    /// `[ring] compat`: the ring's placement.
+    pub placement: Placement,
     /// `[affinity]`
     pub affinity: AffinityConfig,
     /// `[health]`
@@ -56,17 +58,16 @@ impl Config {
 
     /// The ring the configured backends form.
     pub fn ring(&self) -> Ring {
-        ring(&self.backends, self.vnodes).expect("validated config forms a ring")
-    }
-}
-
-fn ring(backends: &[BackendConfig], vnodes: u32) -> Result<Ring, RingError> {
-    Ring::new(
-        backends
+        let members = self
+            .backends
             .iter()
-            .map(|b| Member::new(b.id.as_str(), b.weight)),
-        vnodes,
-    )
+            .map(|b| Member::new(b.id.as_str(), b.weight));
+        match self.placement {
+            Placement::Ringproxy => Ring::new(members, self.vnodes),
+            Placement::Nginx => Ring::nginx(members),
+        }
+        .expect("validated config forms a ring")
+    }
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -76,7 +77,11 @@ impl TryFrom<RawConfig> for Config {
         let config = Config {
             proxy: raw.proxy.try_into()?,
             admin: raw.admin.try_into()?,
-            vnodes: vnodes(&raw.ring)?,
+            vnodes: match placement(&raw.ring)? {
+                Placement::Nginx => NGINX_VNODES,
+                Placement::Ringproxy => vnodes(&raw.ring)?,
+            },
+            placement: placement(&raw.ring)?,
             affinity: raw.affinity.try_into()?,
             health: raw.health.try_into()?,
             balance: raw.balance.try_into()?,

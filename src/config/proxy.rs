@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::fields::{duration, int_in, invalid, socket_addr, ConfigError};
 use super::raw::{RawAdmin, RawProxy, RawRing};
+use crate::ring::Placement;
 
 /// Ring points per unit of weight when the config does not say. Chosen from the ring quality
 /// report (`examples/ringstats.rs`): at 10 backends it keeps the busiest backend's share of the
@@ -170,6 +171,27 @@ impl TryFrom<RawAdmin> for AdminConfig {
             state_file: raw.state_file.map(PathBuf::from),
             insecure,
         })
+    }
+}
+
+/// `[ring] compat`: which placement the ring uses. With `"nginx"`, `vnodes` is fixed by
+/// nginx (160 per unit of weight) and may not be set.
+pub(crate) fn placement(raw: &RawRing) -> Result<Placement, ConfigError> {
+    match raw.compat.as_deref() {
+        None => Ok(Placement::Ringproxy),
+        Some("nginx") => {
+            if raw.vnodes.is_some() {
+                return Err(invalid(
+                    "ring.vnodes",
+                    "not allowed with compat = \"nginx\": nginx places 160 points per unit of weight",
+                ));
+            }
+            Ok(Placement::Nginx)
+        }
+        Some(other) => Err(invalid(
+            "ring.compat",
+            format!("{other:?} is not a known placement; the one compat mode is \"nginx\""),
+        )),
     }
 }
 

@@ -56,6 +56,7 @@ pub(crate) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRing {
     pub vnodes: Option<i64>,
+    pub compat: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,7 +22,7 @@ use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};
 use crate::health::Transition;
 use crate::load::LoadGuard;
 use crate::metrics::Metrics;
-use crate::ring::hash_key;
+use crate::ring::Ring;
 use crate::snapshot::{Backend, Cluster, RampDirection};
 use crate::traffic::Traffic;
 use crate::{forwarded, hop};
@@ -91,7 +91,7 @@ impl Proxy {
         target::check(&parts)?;
         let snapshot = self.cluster.load();
         let settings = &*snapshot.settings;
-        let (position, keyed) = position(&settings.affinity, &parts, peer)?;
+        let (position, keyed) = position(&settings.affinity, &snapshot.ring, &parts, peer)?;
         if snapshot.backends.is_empty() {
             return Err(ProxyError::NoBackends);
         }
@@ -337,11 +337,12 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr, tunnel_idle: Duration) -> H
 /// Whether there was a key is returned too: a random position is no key to count as hot.
 fn position(
     affinity: &AffinityConfig,
+    ring: &Ring,
     parts: &Parts,
     peer: SocketAddr,
 ) -> Result<(u64, bool), ProxyError> {
     match affinity.extract(parts, peer.ip()) {
-        Some(key) => Ok((hash_key(&key), true)),
+        Some(key) => Ok((ring.hash(&key), true)),
         None => match affinity.on_missing {
             OnMissing::Reject => Err(ProxyError::MissingKey(affinity.describe())),
             // A random point picks a backend in proportion to its share, then fails over.

@@ -182,7 +182,10 @@ impl Ring {
 
     /// The placement algorithm's name, as the fingerprint and `/ring` report it.
     pub fn algorithm(&self) -> &'static str {
-        "ringproxy-v1"
+        match self.placement {
+            super::Placement::Ringproxy => "ringproxy-v1",
+            super::Placement::Nginx => "nginx-chash-v1",
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::config::{validate_address, validate_id, validate_weight, BackendConfi
 use crate::discovery::Found;
 use crate::health::BackendHealth;
 use crate::load::BackendLoad;
-use crate::ring::{moved, RingError};
+use crate::ring::{moved, Placement, RingError};
 use crate::state_file::{SavedBackend, StateError, StateFile};
 use crate::sync::lock;
 
@@ -65,6 +65,7 @@ pub struct Cluster {
 /// What only writers see, under the lock.
 pub(super) struct Writer {
     pub vnodes: u32,
+    pub placement: Placement,
     /// The `[[backends]]` of the config file last read: a reload changes membership only when
     /// this list changes, so admin changes survive reloads of an unchanged file.
     pub file_backends: Vec<BackendConfig>,
@@ -80,6 +81,7 @@ pub(super) struct Draft {
     pub backends_before: Vec<Backend>,
     pub settings: Arc<Settings>,
     pub vnodes: u32,
+    pub placement: Placement,
     /// A new config file's `[[backends]]`, remembered once the change is published.
     pub file_backends: Option<Vec<BackendConfig>>,
 }
@@ -119,11 +121,12 @@ impl Cluster {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let settings = Arc::new(Settings::of(config));
-        let snapshot = Snapshot::build(1, config.vnodes, backends, settings)?;
+        let snapshot = Snapshot::build(1, config.vnodes, config.placement, backends, settings)?;
         Ok(Cluster {
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(Writer {
                 vnodes: config.vnodes,
+                placement: config.placement,
                 file_backends: config.backends.clone(),
                 state,
                 started: config.clone(),
@@ -328,6 +331,7 @@ impl Cluster {
             backends_before: old.backends.clone(),
             settings: old.settings.clone(),
             vnodes: w.vnodes,
+            placement: w.placement,
             file_backends: None,
         };
         let result = edit(&w, &mut draft)?;
@@ -341,7 +345,9 @@ impl Cluster {
         old: &Arc<Snapshot>,
         mut draft: Draft,
     ) -> Result<Arc<Snapshot>, ChangeError> {
-        draft.backends.sort_by(|a, b| a.id.cmp(&b.id));
+        if draft.placement == Placement::Ringproxy {
+            draft.backends.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         // Joiners warm up when a warm-up is configured, whoever added them; the first members
         // of an empty ring have nobody to take keys from.
         if let Some(warmup) = draft.settings.balance.warmup {
@@ -361,6 +367,7 @@ impl Cluster {
         }
         let points = |b: &Backend| b.ramp.map(|r| r.points);
         let same_ring = draft.vnodes == old.ring.vnodes()
+            && draft.placement == old.ring.placement()
             && draft.backends.len() == old.backends.len()
             && draft
                 .backends
@@ -397,6 +404,7 @@ impl Cluster {
             Snapshot::build(
                 old.version + 1,
                 draft.vnodes,
+                draft.placement,
                 draft.backends,
                 draft.settings,
             )?
@@ -423,6 +431,7 @@ impl Cluster {
             }
         }
         w.vnodes = draft.vnodes;
+        w.placement = draft.placement;
         let next = Arc::new(next);
         self.current.store(next.clone());
         Ok(next)

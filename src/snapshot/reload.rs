@@ -77,6 +77,7 @@ impl Cluster {
             }
             draft.settings = Arc::new(next);
             draft.vnodes = config.vnodes;
+            draft.placement = config.placement;
 
             if !same_set(&config.backends, &w.file_backends) {
                 let mut members: Vec<_> = draft

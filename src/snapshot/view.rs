@@ -8,7 +8,7 @@ use crate::affinity::AffinityConfig;
 use crate::config::{BalanceConfig, Config, HealthConfig, ProxyConfig};
 use crate::health::BackendHealth;
 use crate::load::{over_bound, BackendLoad};
-use crate::ring::{Member, Ring, RingError};
+use crate::ring::{Member, Placement, Ring, RingError};
 
 /// Where a member came from; discovery replaces only its own members.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -160,20 +160,31 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Builds the ring for `backends`: sorted by id for ringproxy's placement; in the given
+    /// (listing) order for nginx's, whose ties go to the member listed first.
     pub(crate) fn build(
         version: u64,
         vnodes: u32,
+        placement: Placement,
         mut backends: Vec<Backend>,
         settings: Arc<Settings>,
     ) -> Result<Snapshot, RingError> {
-        backends.sort_by(|a, b| a.id.cmp(&b.id));
-        let ring = Ring::new(
-            backends.iter().map(|b| match &b.ramp {
-                Some(r) => Member::ramped(b.id.clone(), b.weight, r.points),
-                None => Member::new(b.id.clone(), b.weight),
-            }),
-            vnodes,
-        )?;
+        let members = |backends: &[Backend]| -> Vec<Member> {
+            backends
+                .iter()
+                .map(|b| match &b.ramp {
+                    Some(r) => Member::ramped(b.id.clone(), b.weight, r.points),
+                    None => Member::new(b.id.clone(), b.weight),
+                })
+                .collect()
+        };
+        let ring = match placement {
+            Placement::Ringproxy => {
+                backends.sort_by(|a, b| a.id.cmp(&b.id));
+                Ring::new(members(&backends), vnodes)?
+            }
+            Placement::Nginx => Ring::nginx(members(&backends))?,
+        };
         Ok(Snapshot::with_ring(
             version,
             Arc::new(ring),
