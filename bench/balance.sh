@@ -408,17 +408,33 @@ if want join; then
         done
     done
 
+    # A round counts when the load generator kept its rate after the join: on a busy machine it
+    # can be starved of CPU, and then fewer requests find fewer moved keys.
+    min_rps=$((RATE * 9 / 10))
+    declare -A VALID
+    for m in "${MODES[@]}"; do
+        VALID[$m]=$(awk -F'\t' -v c="$m" -v min="$min_rps" '$1 == c && $3 == "client_rps_after" && $4 >= min { n++ } END { print n + 0 }' "$RESULTS")
+    done
+    median_join() { # mode metric: over the valid rounds, or all rounds if none is
+        awk -F'\t' -v c="$1" -v m="$2" -v min="$min_rps" -v all="$((VALID[$1] == 0))" '
+            $1 == c && $3 == "client_rps_after" && $4 >= min { ok[$2] = 1 }
+            $1 == c && $3 == m { v[$2] = $4 }
+            END { for (r in v) if (all || ok[r]) print v[r] }' "$RESULTS" | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    }
+
     echo "### A fifth Varnish joins: $ROUNDS interleaved rounds per config, $RATE req/s, join after ${BEFORE}s"
     echo
     echo "One origin ($DELAY_MS ms, \`Cache-Control: max-age=300\`) behind Varnish 4 + 1 (\`-s malloc,64m\`), ringproxy"
-    echo "\`key = [\"path\"]\`, same key mix and seed as above; medians over rounds. Hit ratio = 1 − origin requests / client"
-    echo "requests in the window."
+    echo "\`key = [\"path\"]\`, same key mix and seed as above. Hit ratio = 1 − origin requests / client requests in the"
+    echo "window. Medians over the rounds in which the client kept at least $min_rps req/s after the join: ${VALID[cold]} of"
+    echo "$ROUNDS without warm-up, ${VALID[warm]} of $ROUNDS with (all rounds where none did)."
     echo
-    echo "| config | origin req/s, 10 s before | origin req/s, ${AFTER} s after join | busiest second after | hit ratio before | hit ratio, ${AFTER} s after | origin req/s, next ${TAIL} s | joiner's share, last 5 s |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| config | origin req/s, 10 s before | origin req/s, ${AFTER} s after join | busiest second after | hit ratio before | hit ratio, ${AFTER} s after | origin req/s, next ${TAIL} s | joiner's share, last 5 s | client req/s after |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     declare -A JLABEL=([cold]="no warm-up" [warm]="warmup = \"$WARMUP\"")
     for m in "${MODES[@]}"; do
-        echo "| ${JLABEL[$m]} | $(median "$m" origin_rps_before) | $(median "$m" origin_rps_after) | $(median "$m" origin_peak_1s) | $(median "$m" hit_pct_before) % | $(median "$m" hit_pct_after) % | $(median "$m" origin_rps_tail) | $(median "$m" joiner_pct_end) % |"
+        echo "| ${JLABEL[$m]} | $(median_join "$m" origin_rps_before) | $(median_join "$m" origin_rps_after) | $(median_join "$m" origin_peak_1s) | $(median_join "$m" hit_pct_before) % | $(median_join "$m" hit_pct_after) % | $(median_join "$m" origin_rps_tail) | $(median_join "$m" joiner_pct_end) % | $(median_join "$m" client_rps_after) |"
     done
     echo
     echo "Origin req/s per 5 s around the join (medians; the join is at 0 s):"
@@ -434,15 +450,16 @@ if want join; then
     for m in "${MODES[@]}"; do
         row="| ${JLABEL[$m]} |"
         for s in $(seq -10 5 $((AFTER + TAIL - 5))); do
-            row+=" $(median "$m" "origin_rps_$(printf '%+d' "$s")") |"
+            row+=" $(median_join "$m" "origin_rps_$(printf '%+d' "$s")") |"
         done
         echo "$row"
     done
     echo
-    echo "Per round: origin req/s after the join, hit ratio after, Varnish's own hit share (X-Varnish) after, client errors:"
+    echo "Per round: origin req/s after the join; hit ratio after; Varnish's own hit share (X-Varnish) after; client"
+    echo "req/s after (below $min_rps: the load generator was starved of CPU); client errors:"
     echo
     for m in "${MODES[@]}"; do
-        echo "- ${JLABEL[$m]}: $(values "$m" origin_rps_after); $(values "$m" hit_pct_after) %; $(values "$m" varnish_hit_pct_after) %; errors $(values "$m" errors)"
+        echo "- ${JLABEL[$m]}: $(values "$m" origin_rps_after); $(values "$m" hit_pct_after) %; $(values "$m" varnish_hit_pct_after) %; $(values "$m" client_rps_after) req/s; errors $(values "$m" errors)"
     done
     echo
 fi
