@@ -11,7 +11,8 @@
 #
 # Targets (fuzz/src/*.rs says what each one checks): config, affinity, node, admin.
 # Seeds are read from fuzz/corpus/<target>/ (committed, never written to); what the fuzzer finds
-# goes to fuzz/corpus.local/<target>/ and crashes to fuzz/artifacts/<target>/ (both git-ignored).
+# goes to fuzz/corpus.local/<target>/, crashes and the last run's log (run.log) to
+# fuzz/artifacts/<target>/ (both git-ignored).
 # Knobs (environment):
 #   FUZZ_TOOLCHAIN=nightly    toolchain for cargo fuzz
 #   SANITIZER=none            none | address: the library forbids unsafe code and the hunt is for
@@ -43,7 +44,6 @@ rustup run "$TOOLCHAIN" rustc --version >/dev/null 2>&1 ||
 cargo "+$TOOLCHAIN" fuzz --version >/dev/null 2>&1 ||
     die "cargo-fuzz is missing; install with: cargo install cargo-fuzz"
 
-LOGS=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-fuzz.XXXXXX")
 CHILD=""
 cleanup() {
     # Only the fuzzer this script started, if an interrupt left it running.
@@ -51,7 +51,6 @@ cleanup() {
         kill -TERM "$CHILD" 2>/dev/null || true
         wait "$CHILD" 2>/dev/null || true
     fi
-    rm -rf "$LOGS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -67,7 +66,7 @@ crashed=()
 printf '%-9s %8s %12s %10s %8s  %s\n' target seconds executions exec/s corpus result
 for t in "${TARGETS[@]}"; do
     mkdir -p "corpus.local/$t" "artifacts/$t"
-    log="$LOGS/$t.log"
+    log="artifacts/$t/run.log"
     fork=()
     ((JOBS > 1)) && fork=("-fork=$JOBS")
     start=$(date +%s)
