@@ -26,7 +26,7 @@ def proxy_gone(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except OSError:  # gone between open and read (ESRCH) or before it (ENOENT)
         return True
 
 
