@@ -10,15 +10,17 @@
 #    DRAIN_CYCLES drain/undrain cycles of the four. Target: 0 non-2xx responses, 0 socket errors.
 # 2. SIGTERM under load: bench/soak_sigterm.py keeps SIGTERM_CLIENTS keep-alive clients busy
 #    against slow backends (bench/soak_backend.py, 0..SLOW_MS ms per answer), sends SIGTERM to
-#    the proxy and records every request's start and outcome. Target: 0 failures among the
-#    requests started before the signal (after it, refusals are expected).
+#    the proxy and records every request's start and outcome; SIGTERM_ROUNDS times, a fresh
+#    proxy each. Clients pause 0..THINK_MS ms between requests, so some keep-alive connections
+#    are idle at the signal. Target: 0 failures among the requests started before the signal
+#    (after it, refusals are expected) and exit status 0.
 # 3. Memory: wrk for SOAK_MINUTES with one swap and one drain cycle per sample, the proxy's RSS
 #    read from /proc every SAMPLE_SECONDS. Target: once warm (the first sample at or after
 #    RSS_WARMUP_SECONDS of load: pools filled, allocator arenas grown), no later sample more
 #    than 10% above it. The report also gives first/last/max over all samples.
 #
 # Knobs (environment): CHURN_SWAPS=100 DRAIN_CYCLES=20 CHURN_SECONDS=60 THREADS=2 CONNS=32
-#   SIGTERM_CLIENTS=32 SLOW_MS=200 SOAK_MINUTES=10 SAMPLE_SECONDS=10 RSS_WARMUP_SECONDS=60
+#   SIGTERM_CLIENTS=32 SIGTERM_ROUNDS=5 THINK_MS=50 SLOW_MS=200 SOAK_MINUTES=10 SAMPLE_SECONDS=10 RSS_WARMUP_SECONDS=60
 #   KEYSPACE=1000000
 #   RINGPROXY_BIN=path (else `cargo build --release --bin ringproxy`), KEEP=1 keeps the temp dir.
 # Every process started here is stopped on exit. Exit status 0 only if every target was met.
@@ -32,6 +34,8 @@ CHURN_SECONDS=${CHURN_SECONDS:-60}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
 SIGTERM_CLIENTS=${SIGTERM_CLIENTS:-32}
+SIGTERM_ROUNDS=${SIGTERM_ROUNDS:-5}
+THINK_MS=${THINK_MS:-50}
 SLOW_MS=${SLOW_MS:-200}
 SOAK_MINUTES=${SOAK_MINUTES:-10}
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-10}
@@ -44,9 +48,10 @@ die() {
     exit 1
 }
 
-for n in CHURN_SWAPS DRAIN_CYCLES CHURN_SECONDS SIGTERM_CLIENTS SLOW_MS SOAK_MINUTES SAMPLE_SECONDS; do
+for n in CHURN_SWAPS DRAIN_CYCLES CHURN_SECONDS SIGTERM_CLIENTS SIGTERM_ROUNDS SLOW_MS SOAK_MINUTES SAMPLE_SECONDS; do
     [[ ${!n} =~ ^[0-9]+$ ]] && ((${!n} > 0)) || die "$n must be a positive integer, got '${!n}'"
 done
+[[ $THINK_MS =~ ^[0-9]+$ ]] || die "THINK_MS must be a whole number of milliseconds, got '$THINK_MS'"
 missing=()
 for tool in nginx wrk curl python3 awk sed; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
@@ -236,29 +241,51 @@ log "phase 1: $P1_REQ requests, $P1_BAD non-2xx, $P1_SOCK socket errors; churn t
 
 # ---- phase 2: SIGTERM under load --------------------------------------------------------------
 
-log "phase 2: SIGTERM with $SIGTERM_CLIENTS clients against backends answering in 0..${SLOW_MS} ms"
+log "phase 2: $SIGTERM_ROUNDS SIGTERMs, each with $SIGTERM_CLIENTS clients (0..${THINK_MS} ms between requests) against backends answering in 0..${SLOW_MS} ms"
 python3 "$HERE/soak_backend.py" "$SLOW_MS" "$S0" "$S1" "$S2" "$S3" >"$DIR/slow.out" 2>>"$DIR/slow.log" &
 SLOW_PID=$!
 PIDS+=("$SLOW_PID")
 for p in "$S0" "$S1" "$S2" "$S3"; do
     wait_up "$SLOW_PID" "slow backend on $p" "http://127.0.0.1:$p/"
 done
-start_proxy "$DIR/ringproxy-slow.toml" proxy-sigterm
-python3 "$HERE/soak_sigterm.py" "$PROXY_URL" "$PROXY_PID" --clients "$SIGTERM_CLIENTS" \
-    >"$DIR/sigterm.json" 2>>"$DIR/sigterm.log" || die "soak_sigterm.py failed: $(tail -n 5 "$DIR/sigterm.log")"
-set +e
-wait "$PROXY_PID"
-P2_EXIT=$?
-set -e
+P2_EXITS=""
+: >"$DIR/sigterm.jsonl"
+for r in $(seq 1 "$SIGTERM_ROUNDS"); do
+    start_proxy "$DIR/ringproxy-slow.toml" proxy-sigterm
+    python3 "$HERE/soak_sigterm.py" "$PROXY_URL" "$PROXY_PID" --clients "$SIGTERM_CLIENTS" \
+        --think-ms "$THINK_MS" >>"$DIR/sigterm.jsonl" 2>>"$DIR/sigterm.log" ||
+        die "soak_sigterm.py failed: $(tail -n 5 "$DIR/sigterm.log")"
+    set +e
+    wait "$PROXY_PID"
+    status=$?
+    set -e
+    P2_EXITS+="${P2_EXITS:+ }$status"
+    log "phase 2 round $r: $(tail -n 1 "$DIR/sigterm.jsonl"), exit status $status"
+done
 stop_pid "$SLOW_PID"
-P2_JSON=$(cat "$DIR/sigterm.json")
-read -r P2_BEFORE P2_BEFORE_FAILED P2_INFLIGHT P2_AFTER P2_AFTER_FAILED P2_EXIT_S < <(python3 -c '
+# Totals over the rounds: started/failed before the signal, in flight at it, started/failed
+# after it, the slowest exit, and the failures before the signal by kind.
+read -r P2_BEFORE P2_BEFORE_FAILED P2_INFLIGHT P2_AFTER P2_AFTER_FAILED P2_EXIT_S P2_KINDS < <(python3 -c '
 import json, sys
-r = json.loads(sys.argv[1])
-b, f, a = r["before_signal"], r["in_flight_at_signal"], r["after_signal"]
-print(b["started"], sum(b["failed"].values()), f["started"], a["started"], sum(a["failed"].values()), r["proxy_exit_s"])
-' "$P2_JSON")
-log "phase 2: $P2_BEFORE requests started before SIGTERM ($P2_INFLIGHT in flight), $P2_BEFORE_FAILED failed; proxy exited ${P2_EXIT_S}s after it with status $P2_EXIT"
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def total(part, field):
+    return sum(r[part]["started"] if field == "started" else sum(r[part]["failed"].values()) for r in rows)
+kinds = {}
+for r in rows:
+    for k, n in r["before_signal"]["failed"].items():
+        kinds[k] = kinds.get(k, 0) + n
+exits = [r["proxy_exit_s"] for r in rows]
+print(total("before_signal", "started"), total("before_signal", "failed"),
+      total("in_flight_at_signal", "started"), total("after_signal", "started"),
+      total("after_signal", "failed"),
+      "never" if None in exits else max(exits),
+      ",".join(f"{k}={n}" for k, n in sorted(kinds.items())) or "-")
+' "$DIR/sigterm.jsonl")
+P2_EXIT_BAD=0
+for status in $P2_EXITS; do
+    ((status == 0)) || P2_EXIT_BAD=$((P2_EXIT_BAD + 1))
+done
+log "phase 2: $P2_BEFORE requests started before SIGTERM ($P2_INFLIGHT in flight), $P2_BEFORE_FAILED failed ($P2_KINDS); slowest exit ${P2_EXIT_S}s; exit statuses $P2_EXITS"
 
 # ---- phase 3: memory over time ----------------------------------------------------------------
 
@@ -304,7 +331,7 @@ log "phase 3: RSS first $RSS_FIRST KiB, last $RSS_LAST KiB, max $RSS_MAX KiB; $P
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 verdict V1 "P1_BAD + P1_SOCK + P1_ADMIN_BAD == 0"
-verdict V2 "P2_BEFORE_FAILED == 0 && P2_BEFORE > 0"
+verdict V2 "P2_BEFORE_FAILED == 0 && P2_BEFORE > 0 && P2_EXIT_BAD == 0"
 verdict V3 "RSS_WARM_MAX * 10 <= RSS_WARM * 11 && P3_BAD + P3_SOCK + P3_ADMIN_BAD == 0"
 pct() { awk -v f="$1" -v m="$2" 'BEGIN { printf "%+.1f", f ? 100 * (m - f) / f : 0 }'; }
 echo "## Soak: $(date -u '+%Y-%m-%d %H:%M UTC'), ringproxy $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores"
@@ -312,10 +339,14 @@ echo
 echo "| phase | what ran | result | target |"
 echo "|---|---|---|---|"
 echo "| 1. churn under load | wrk -t$THREADS -c$CONNS -d${CHURN_SECONDS}s, random x-user-id; $CHURN_SWAPS join/leave swaps + $DRAIN_CYCLES drain/undrain cycles in ${churn_took}s (ring version 1 → $P1_VERSION) | $P1_REQ requests ($P1_RPS req/s), $P1_BAD non-2xx, $P1_SOCK socket errors; $P1_ADMIN_BAD admin calls answered otherwise than expected | 0 failed: $V1 |"
-echo "| 2. SIGTERM under load | $SIGTERM_CLIENTS keep-alive clients, backends answering in 0..${SLOW_MS} ms, SIGTERM after 3 s | $P2_BEFORE started before the signal ($P2_INFLIGHT of them in flight at it): $P2_BEFORE_FAILED failed; after it: $P2_AFTER started, $P2_AFTER_FAILED refused/failed (expected); proxy exited ${P2_EXIT_S}s after SIGTERM, status $P2_EXIT | 0 failed before the signal: $V2 |"
+echo "| 2. SIGTERM under load | $SIGTERM_ROUNDS rounds: a fresh proxy, $SIGTERM_CLIENTS keep-alive clients pausing 0..${THINK_MS} ms between requests, backends answering in 0..${SLOW_MS} ms, SIGTERM after 3 s | $P2_BEFORE started before the signal ($P2_INFLIGHT of them in flight at it): $P2_BEFORE_FAILED failed ($P2_KINDS); after it: $P2_AFTER started, $P2_AFTER_FAILED refused/failed (expected); slowest exit ${P2_EXIT_S}s after SIGTERM, exit statuses $P2_EXITS | 0 failed before the signal: $V2 |"
 echo "| 3. memory | wrk -t$THREADS -c$CONNS for $((SAMPLES * SAMPLE_SECONDS)) s, one swap + one drain cycle every ${SAMPLE_SECONDS}s | RSS at start $(mib "$RSS_START") MiB; under load first $(mib "$RSS_FIRST"), last $(mib "$RSS_LAST"), min $(mib "$RSS_MIN"), max $(mib "$RSS_MAX") MiB (max $(pct "$RSS_FIRST" "$RSS_MAX")% over first); warm at ${WARM_AT}s $(mib "$RSS_WARM") MiB, max after it $(mib "$RSS_WARM_MAX") MiB ($(pct "$RSS_WARM" "$RSS_WARM_MAX")%), last $(pct "$RSS_WARM" "$RSS_LAST")%; $P3_REQ requests, $P3_BAD non-2xx, $P3_SOCK socket errors, $P3_ADMIN_BAD admin misses | flat within 10% once warm: $V3 |"
 echo
-echo "SIGTERM client detail: \`$P2_JSON\`"
+echo "SIGTERM rounds (soak_sigterm.py output, one line per round):"
+echo
+echo '```'
+cat "$DIR/sigterm.jsonl"
+echo '```'
 echo
 echo "RSS samples (seconds under load: KiB): $(awk -F'\t' '{ printf "%s%s:%s", (NR > 1 ? " " : ""), $1, $2 }' "$DIR/rss.tsv")"
 ((MET)) || {

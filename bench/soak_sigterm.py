@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """SIGTERM under load, for bench/soak.sh: which requests that started before the signal failed?
 
-    soak_sigterm.py URL PROXY_PID [--clients 32] [--before 3] [--after 3] [--timeout 15]
+    soak_sigterm.py URL PROXY_PID [--clients 32] [--think-ms 0] [--before 3] [--after 3]
+                    [--timeout 15]
 
 CLIENTS threads send GET URL with a random `x-user-id` over keep-alive connections (a failed
-connection is replaced), recording each request's start time, end time and outcome. After
+connection is replaced), pausing 0..THINK_MS between requests so that some connections sit idle
+when the signal comes, and record each request's start time, end time and outcome. After
 BEFORE seconds this process sends SIGTERM to PROXY_PID itself (one clock for the signal and the
 requests), keeps the load on for AFTER more seconds, and watches /proc for the proxy's exit.
 A request "started" when the client began to send it. Prints one JSON object.
@@ -30,7 +32,7 @@ def proxy_gone(pid):
         return True
 
 
-def client(url, stop, timeout, results):
+def client(url, stop, timeout, think, results):
     u = urllib.parse.urlsplit(url)
     conn = None
     while not stop.is_set():
@@ -53,6 +55,8 @@ def client(url, stop, timeout, results):
             # After the signal the listener is gone: do not spin on refused connects.
             time.sleep(0.01)
         results.append((start, time.monotonic(), outcome))
+        if think:
+            time.sleep(random.uniform(0, think))
     if conn is not None:
         conn.close()
 
@@ -62,6 +66,7 @@ def main():
     p.add_argument("url")
     p.add_argument("pid", type=int)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--think-ms", type=float, default=0.0)
     p.add_argument("--before", type=float, default=3.0)
     p.add_argument("--after", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=15.0)
@@ -70,7 +75,7 @@ def main():
     stop = threading.Event()
     results = []  # list.append is atomic under the GIL
     threads = [
-        threading.Thread(target=client, args=(a.url, stop, a.timeout, results), daemon=True)
+        threading.Thread(target=client, args=(a.url, stop, a.timeout, a.think_ms / 1000, results), daemon=True)
         for _ in range(a.clients)
     ]
     for t in threads:
