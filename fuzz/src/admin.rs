@@ -72,6 +72,7 @@ pub fn admin(data: &[u8]) {
         cluster.clone(),
         Arc::new(Metrics::new()),
         reloader,
+        Arc::default(),
     ));
     RUNTIME.with(|rt| {
         rt.block_on(async {

@@ -79,7 +79,9 @@ fn expected<'a>(source: &Source, parts: &'a Parts, peer: IpAddr) -> Option<Cow<'
     };
     let value: Cow<'a, [u8]> = match source {
         Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
-        Source::Cookie(_) => {
+        // Cookies, and the nginx-style sources (uri, host, templates) whose rules live in the
+        // template module: the library's answer, checked for not panicking and not empty.
+        Source::Cookie(_) | Source::Uri | Source::Host | Source::Template(_) => {
             return single
                 .extract(parts, peer)
                 .map(|k| Cow::Owned(k.into_owned()))
