@@ -189,9 +189,16 @@ pub async fn wait_closed(open: &AtomicUsize, what: &str) {
 }
 
 /// A port that was just free and is now closed: connecting to it is refused.
+/// An address that refuses connections for the rest of the test process: a socket bound to it
+/// and never listening. Holding it (without SO_REUSEADDR) keeps a parallel test's listener, or
+/// an outgoing connection's own source port (a self-connect), from making it answer.
 pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    HELD.lock().unwrap().push(socket);
+    addr
 }
 
 pub fn full(data: impl Into<Bytes>) -> BackendBody {
