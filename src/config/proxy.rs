@@ -46,6 +46,18 @@ pub struct ProxyConfig {
     pub send_timeout: Duration,
     /// Client connections open at once (per process); past it, accepting waits.
     pub max_connections: usize,
+    /// Which HTTP/1 server path serves client connections.
+    pub http1: Http1,
+}
+
+/// `[proxy] http1`: how HTTP/1.1 client connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http1 {
+    /// The byte relay: heads parsed in place and relayed as bytes, bodies by their framing;
+    /// what it does not handle (h2c, upgrades, CONNECT, absolute-form) is handed to hyper.
+    Relay,
+    /// hyper's HTTP/1 server and client for every request (the escape hatch).
+    Hyper,
 }
 
 /// `[admin]`: the admin API listener.
@@ -120,6 +132,16 @@ impl TryFrom<RawProxy> for ProxyConfig {
                 1..=1_000_000,
                 default_max_connections(),
             )?,
+            http1: match raw.http1.as_deref() {
+                None | Some("relay") => Http1::Relay,
+                Some("hyper") => Http1::Hyper,
+                Some(other) => {
+                    return Err(invalid(
+                        "proxy.http1",
+                        format!("{other:?} is not a server path; use \"relay\" or \"hyper\""),
+                    ))
+                }
+            },
         })
     }
 }

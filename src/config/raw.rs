@@ -41,6 +41,7 @@ pub(crate) struct RawProxy {
     pub client_idle_timeout: Option<String>,
     pub send_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    pub http1: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
