@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
-use http::header::{HeaderName, COOKIE};
+use http::header::HeaderName;
 use http::request::Parts;
 
-use crate::affinity_template::{RequestView, Scheme, Template};
+use crate::affinity_template::{Headers, RequestView, Scheme, Template};
 
 /// One place an affinity key can come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,19 @@ impl AffinityConfig {
     /// The affinity key of a request, from the first source present. Empty values count as
     /// absent: an empty key would pin every such request to one backend.
     pub fn extract<'a>(&self, parts: &'a Parts, peer: IpAddr) -> Option<Cow<'a, [u8]>> {
-        self.sources.iter().find_map(|s| s.extract(parts, peer))
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.extract_view(&RequestView {
+            target: target.as_bytes(),
+            headers: &parts.headers,
+            peer,
+            scheme: Scheme::Http,
+        })
+    }
+
+    /// [`AffinityConfig::extract`] over a view both server paths provide: hyper's parsed
+    /// request and the relay's raw head give the same key for the same request.
+    pub fn extract_view<'a>(&self, view: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+        self.sources.iter().find_map(|s| s.extract(view))
     }
 
     /// The tried sources, for the 400 body of `on_missing = "reject"`.
@@ -87,28 +99,43 @@ impl AffinityConfig {
 }
 
 impl Source {
-    fn extract<'a>(&self, parts: &'a Parts, peer: IpAddr) -> Option<Cow<'a, [u8]>> {
+    fn extract<'a>(&self, view: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+        let headers: &'a dyn Headers = view.headers;
         let value: Cow<'a, [u8]> = match self {
-            Source::Header(name) => Cow::Borrowed(parts.headers.get(name)?.as_bytes()),
-            Source::Cookie(name) => cookie_value(parts, name)?,
+            Source::Header(name) => Cow::Borrowed(headers.first(name.as_str())?),
+            Source::Cookie(name) => cookie_value(headers, name)?,
             Source::Query(name) => {
-                let query = parts.uri.query()?;
-                let (_, v) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name)?;
+                let query = query(view.target)?;
+                let (_, v) = form_urlencoded::parse(query).find(|(k, _)| k == name)?;
                 match v {
                     Cow::Borrowed(s) => {
-                        Cow::Borrowed(&query.as_bytes()[offset_in(query, s)?..][..s.len()])
+                        Cow::Borrowed(&query[offset_in(query, s.as_bytes())?..][..s.len()])
                     }
                     Cow::Owned(s) => Cow::Owned(s.into_bytes()),
                 }
             }
-            Source::Path => Cow::Borrowed(parts.uri.path().as_bytes()),
-            Source::SourceIp => Cow::Owned(peer.to_string().into_bytes()),
-            Source::Uri => Cow::Borrowed(parts.uri.path_and_query()?.as_str().as_bytes()),
-            Source::Host => render(&HOST_TEMPLATE, parts, peer)?,
-            Source::Template(t) => render(t, parts, peer)?,
+            Source::Path => Cow::Borrowed(path(view.target)),
+            Source::SourceIp => Cow::Owned(view.peer.to_string().into_bytes()),
+            Source::Uri => Cow::Borrowed(view.target),
+            Source::Host => render(&HOST_TEMPLATE, view)?,
+            Source::Template(t) => render(t, view)?,
         };
         (!value.is_empty()).then_some(value)
     }
+}
+
+/// The path of an origin-form target: up to the first `?`.
+fn path(target: &[u8]) -> &[u8] {
+    target
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(target, |at| &target[..at])
+}
+
+/// The query of a target: after the first `?`.
+fn query(target: &[u8]) -> Option<&[u8]> {
+    let at = target.iter().position(|&b| b == b'?')?;
+    Some(&target[at + 1..])
 }
 
 /// `$host`, parsed once.
@@ -116,45 +143,57 @@ static HOST_TEMPLATE: std::sync::LazyLock<Template> =
     std::sync::LazyLock::new(|| "$host".parse().expect("a valid template"));
 
 /// Renders `template` over the request; `None` where nginx would hash nothing.
-fn render(template: &Template, parts: &Parts, peer: IpAddr) -> Option<Cow<'static, [u8]>> {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+fn render(template: &Template, view: &RequestView<'_>) -> Option<Cow<'static, [u8]>> {
+    // nginx's IPv4 listener sees an IPv4-mapped peer as IPv4.
+    let peer = match view.peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(view.peer, IpAddr::V4),
         v4 => v4,
     };
-    let view = RequestView {
-        target: target.as_bytes(),
-        headers: &parts.headers,
-        peer,
-        scheme: Scheme::Http,
-    };
+    let view = RequestView { peer, ..*view };
     let mut out = Vec::new();
     template.render(&view, &mut out).then_some(Cow::Owned(out))
 }
 
 /// Where `inner` (a borrowed slice of `outer`) starts within `outer`.
-fn offset_in(outer: &str, inner: &str) -> Option<usize> {
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     (start + inner.len() <= outer.len()).then_some(start)
 }
 
+/// Visible ASCII or tab: what `HeaderValue::to_str` accepts.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
 /// The first cookie called `name` across all `Cookie` headers.
-fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<Cow<'a, [u8]>> {
-    for header in parts.headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
+fn cookie_value<'a>(headers: &'a dyn Headers, name: &str) -> Option<Cow<'a, [u8]>> {
+    let mut found = None;
+    headers.values("cookie", &mut |header: &'a [u8]| {
+        let Some(text) = visible_ascii(header) else {
+            return false;
+        };
         for c in cookie::Cookie::split_parse(text).flatten() {
             if c.name() == name {
                 // RFC 6265 allows a value in double quotes; the key is what is inside.
-                let value = c.value_trimmed();
+                let value = c.value_trimmed().as_bytes();
                 // Borrow from the header when the cookie crate handed back a slice of it.
-                return Some(match offset_in(text, value) {
-                    Some(at) => Cow::Borrowed(&header.as_bytes()[at..at + value.len()]),
-                    None => Cow::Owned(value.as_bytes().to_vec()),
+                found = Some(match offset_in(header, value) {
+                    Some(at) => Cow::Borrowed(&header[at..at + value.len()]),
+                    None => Cow::Owned(value.to_vec()),
                 });
+                return true;
             }
         }
-    }
-    None
+        false
+    });
+    found
 }
 
 #[cfg(test)]

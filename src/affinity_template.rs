@@ -129,12 +129,36 @@ pub enum Scheme {
 pub trait Headers {
     /// Calls `f(name, value)` for each header line.
     fn each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+
+    /// Calls `f` with the value of each header called `name` (lowercase), in order, until it
+    /// answers `true`.
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]) -> bool);
+}
+
+impl dyn Headers + '_ {
+    /// The value of the first header called `name` (lowercase).
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        let mut found = None;
+        self.values(name, &mut |v| {
+            found = Some(v);
+            true
+        });
+        found
+    }
 }
 
 impl Headers for http::HeaderMap {
     fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         for (name, value) in self {
             f(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]) -> bool) {
+        for value in self.get_all(name) {
+            if f(value.as_bytes()) {
+                return;
+            }
         }
     }
 }
@@ -146,11 +170,27 @@ impl Headers for &[(&[u8], &[u8])] {
             f(name, value);
         }
     }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]) -> bool) {
+        for (n, value) in *self {
+            if n.eq_ignore_ascii_case(name.as_bytes()) && f(value) {
+                return;
+            }
+        }
+    }
 }
 
 impl Headers for Vec<(&[u8], &[u8])> {
     fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         self.as_slice().each(f);
+    }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]) -> bool) {
+        for (n, value) in self {
+            if n.eq_ignore_ascii_case(name.as_bytes()) && f(value) {
+                return;
+            }
+        }
     }
 }
 

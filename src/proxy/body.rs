@@ -73,6 +73,14 @@ impl RequestBody {
         }
     }
 
+    /// Can [`RequestBody::attempt`] give a body now?
+    pub fn can_attempt(&self) -> bool {
+        match self {
+            RequestBody::Streamed { slot, .. } => lock(slot).is_some(),
+            _ => true,
+        }
+    }
+
     /// Did reading the client's body fail? Then a failed exchange is the client's fault.
     pub fn client_failed(&self) -> bool {
         matches!(self, RequestBody::Streamed { failed, .. } if failed.load(Relaxed))

@@ -11,6 +11,7 @@ mod service;
 mod target;
 mod upgrade;
 mod upstream;
+mod walk;
 
 pub use body::UpstreamBody;
 pub use error::ProxyError;

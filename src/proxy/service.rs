@@ -14,16 +14,15 @@ use hyper::body::Incoming;
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
 use super::upstream::{ResponseBody, Timeouts, Upstream};
+use super::walk::{is_idempotent, Attempts};
 use super::{target, upgrade};
 use super::{ProxyBody, Relayed};
 use crate::affinity::{AffinityConfig, OnMissing};
-use crate::clock::now_ms;
-use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};
-use crate::health::Transition;
+use crate::config::ProxyConfig;
 use crate::load::LoadGuard;
 use crate::metrics::Metrics;
 use crate::ring::Ring;
-use crate::snapshot::{Backend, Cluster, RampDirection};
+use crate::snapshot::{Backend, Cluster};
 use crate::traffic::Traffic;
 use crate::{forwarded, hop};
 
@@ -101,119 +100,28 @@ impl Proxy {
             .await
             .map_err(|e| ProxyError::ClientBody(e.to_string()))?;
         let head = upstream_head(parts, peer, config.client_idle_timeout);
-
-        let now = now_ms();
-        let balance = &settings.balance;
-        // Usable owners over the load bound that this request passes by.
-        let mut spill = match balance.bound {
-            Some(bound) if self.may_spread(balance, position, keyed) => {
-                snapshot.spills(position, now, bound, self.traffic.total.get())
-            }
-            _ => 0,
+        let mut request = HyperRequest {
+            head: &head,
+            body: &body,
         };
-        let (mut attempts, mut skipped) = (0u32, 0usize);
-        let mut last_error = None;
-        // A miss from a warming backend, kept while its previous owner is asked.
-        let mut miss: Option<(Response<ResponseBody>, &Backend)> = None;
-        for index in snapshot.ring.candidates_hash(position) {
-            let backend = &snapshot.backends[index];
-            if !backend.health.usable(now) {
-                skipped += 1;
-                continue;
-            }
-            if spill > 0 {
-                spill -= 1;
-                backend.load.spill();
-                self.metrics.spill(&backend.id);
-                continue;
-            }
-            if attempts == config.max_attempts {
-                break;
-            }
-            let Some(attempt_body) = body.attempt() else {
-                break;
-            };
-            if attempts > 0 && miss.is_none() {
-                self.metrics.retry(&backend.id);
-            }
-            attempts += 1;
-            let load = LoadGuard::start(&backend.load, &self.traffic.total);
-            let mut sent = self.send(&head, attempt_body, &body, backend, config).await;
-            if matches!(sent, Err(ProxyError::Stale { .. }))
-                && is_idempotent(&head.method)
-                && body.replayable()
-            {
-                // Resent once, like a request that never left: the backend closed an idle
-                // connection as it went out, which says nothing about the backend's health.
-                if let Some(again) = body.attempt() {
-                    sent = self.send(&head, again, &body, backend, config).await;
-                }
-            }
-            match sent {
-                Ok(res) => {
-                    if settings.health.fail_on_5xx && res.status().is_server_error() {
-                        self.failed(backend, &settings.health);
-                    } else {
-                        backend.health.record_success();
-                    }
-                    self.metrics.response(&backend.id, res.status().as_u16());
-                    if miss.is_none() && warming_miss(balance, backend, &head.method, &res) {
-                        // Look-aside: the joiner does not have it yet; the previous owner
-                        // (the next candidate) may.
-                        miss = Some((res, backend));
-                        continue;
-                    }
-                    return Ok(downstream_response(
-                        res,
-                        backend,
-                        config.debug_headers,
-                        &head,
-                        load,
-                    ));
-                }
-                Err(error @ ProxyError::ClientBody(_)) => return Err(error),
-                Err(error) => {
-                    if let ProxyError::Stale { .. } = error {
-                        tracing::warn!(backend = %backend.id, error = %error, "upstream request failed on a reused connection the backend closed");
-                    }
-                    self.metrics.upstream_error(&backend.id, error.kind());
-                    let unsent = error.unsent();
-                    if unsent {
-                        self.failed(backend, &settings.health);
-                    }
-                    last_error = Some(error);
-                    if miss.is_some() {
-                        break;
-                    }
-                    // A request that reached the backend is only sent again when that is safe.
-                    let may_resend = retry_after_send && body.replayable();
-                    if !unsent && !may_resend {
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some((res, backend)) = miss {
-            // The previous owner could not answer: the joiner's miss is the answer.
-            let load = LoadGuard::start(&backend.load, &self.traffic.total);
-            return Ok(downstream_response(
-                res,
-                backend,
-                config.debug_headers,
-                &head,
-                load,
-            ));
-        }
-        Err(last_error.unwrap_or(ProxyError::AllDown { skipped }))
+        let chosen = self.walk(&snapshot, position, keyed, &mut request).await?;
+        Ok(downstream_response(
+            chosen.response,
+            chosen.backend,
+            config.debug_headers,
+            &head,
+            chosen.load,
+        ))
     }
 
-    /// May this request leave an owner that is over its bound? Any request with
-    /// `spread = "any"`; with `"hot"`, only requests for a key that is hot now.
-    fn may_spread(&self, balance: &BalanceConfig, position: u64, keyed: bool) -> bool {
-        match balance.spread {
-            Spread::Any => true,
-            Spread::Hot => keyed && self.traffic.observe(position, balance.hot_share),
-        }
+    /// Request counts the load bound and the hot-key sketch read.
+    pub(crate) fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// The metrics every request reports to.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// One attempt against one backend, bounded by the request timeout.
@@ -293,23 +201,6 @@ impl Proxy {
             }
         }
     }
-
-    fn failed(&self, backend: &Backend, health: &HealthConfig) {
-        if let Transition::Ejected(length) = backend.health.record_failure(now_ms(), health) {
-            tracing::warn!(
-                backend = %backend.id, address = %backend.address, eject_for = ?length,
-                "backend ejected after {} consecutive failures", health.fail_threshold
-            );
-            self.metrics.ejection(&backend.id);
-        }
-    }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// Rewrites the client's request head for the upstream. The destination is always a ring
@@ -351,28 +242,6 @@ fn position(
     }
 }
 
-/// Is `res` from a warming-up backend a miss that the key's previous owner may answer?
-fn warming_miss(
-    balance: &BalanceConfig,
-    backend: &Backend,
-    method: &Method,
-    res: &Response<ResponseBody>,
-) -> bool {
-    if !balance.fallback()
-        || !matches!(*method, Method::GET | Method::HEAD)
-        || !backend
-            .ramp
-            .is_some_and(|r| r.direction == RampDirection::Up)
-    {
-        return false;
-    }
-    balance.warmup_miss_status.contains(&res.status().as_u16())
-        || balance
-            .warmup_miss_header
-            .as_ref()
-            .is_some_and(|(name, value)| res.headers().get(name) == Some(value))
-}
-
 fn downstream_response(
     res: Response<ResponseBody>,
     backend: &Backend,
@@ -393,4 +262,50 @@ fn downstream_response(
         }
     }
     Response::from_parts(parts, Either::Left(Relayed::new(body, load)))
+}
+
+/// The hyper path's attempts: the rewritten head and the client's body, sent with the pool.
+struct HyperRequest<'r> {
+    head: &'r Head,
+    body: &'r RequestBody,
+}
+
+impl Attempts for HyperRequest<'_> {
+    type Response = Response<ResponseBody>;
+
+    fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    fn can_attempt(&self) -> bool {
+        self.body.can_attempt()
+    }
+
+    fn replayable(&self) -> bool {
+        self.body.replayable()
+    }
+
+    async fn send(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Backend,
+        config: &ProxyConfig,
+    ) -> Result<Self::Response, ProxyError> {
+        let Some(body) = self.body.attempt() else {
+            return Err(ProxyError::ClientBody(
+                "the request body was already sent".into(),
+            ));
+        };
+        proxy
+            .send(self.head, body, self.body, backend, config)
+            .await
+    }
+
+    fn status(res: &Self::Response) -> u16 {
+        res.status().as_u16()
+    }
+
+    fn has_header(res: &Self::Response, name: &HeaderName, value: &HeaderValue) -> bool {
+        res.headers().get(name) == Some(value)
+    }
 }
