@@ -7,6 +7,7 @@
 
 mod body;
 mod error;
+mod pool;
 mod service;
 mod target;
 mod upgrade;
@@ -14,6 +15,7 @@ mod upstream;
 
 pub use body::UpstreamBody;
 pub use error::ProxyError;
+pub use pool::{Pool, Pooled};
 pub use service::Proxy;
 pub use upgrade::ConnectionHold;
 pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
