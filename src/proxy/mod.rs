@@ -18,7 +18,7 @@ pub use error::ProxyError;
 pub use pool::{Pool, Pooled};
 pub use service::Proxy;
 pub use upgrade::ConnectionHold;
-pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
+pub use upstream::{connect, connect_tcp, describe, Timeouts, Upstream, UpstreamError};
 
 mod relayed;
 

@@ -172,6 +172,23 @@ where
     Ok(sender)
 }
 
+/// Opens a TCP connection to `address` for HTTP/1.1 exchanges: bounded by `connect_timeout`,
+/// Nagle off (heads and small bodies go out at once), TCP keepalive on.
+pub async fn connect_tcp(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
+    };
+    // Best effort: a socket without these options still works.
+    let _ = stream.set_nodelay(true);
+    let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    Ok(stream)
+}
+
 type Handshake<B> = (SendRequest<B>, http1::Connection<TokioIo<TcpStream>, B>);
 
 async fn handshake<B>(
@@ -183,14 +200,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
-    };
-    // Best effort: a socket without these options still works.
-    let _ = stream.set_nodelay(true);
-    let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    let stream = connect_tcp(address, connect_timeout).await?;
     http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
