@@ -7,6 +7,7 @@
 
 mod body;
 mod error;
+mod pool;
 mod service;
 mod target;
 mod upgrade;
@@ -15,9 +16,10 @@ mod walk;
 
 pub use body::UpstreamBody;
 pub use error::ProxyError;
+pub use pool::{Pool, Pooled};
 pub use service::Proxy;
 pub use upgrade::ConnectionHold;
-pub use upstream::{connect, describe, Timeouts, Upstream, UpstreamError};
+pub use upstream::{connect, connect_tcp, describe, Timeouts, Upstream, UpstreamError};
 
 mod relayed;
 

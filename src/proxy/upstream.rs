@@ -5,13 +5,13 @@
 //! connection is driven by a task on the worker thread that opened it, so a worker's requests
 //! never wait on another thread. This replaced hyper-util's pooled client, whose pool-key
 //! hashing, per-request return task and response extensions cost about a sixth of the
-//! instructions of a proxied request (BENCHMARKS.md).
+//! instructions of a proxied request (BENCHMARKS.md). The idle connections themselves are kept
+//! by `pool.rs`, which the byte relay's raw TCP connections share.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,35 +25,15 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
+use super::pool::Pool;
 use crate::metrics::Exchange;
-use crate::sync::lock;
 
-/// Idle connections kept per backend; more concurrent requests still get connections.
-const MAX_IDLE_PER_BACKEND: usize = 256;
 /// TCP keepalive probes find backends that vanished without closing (host down, cable cut).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// One worker's connections to every backend, keyed by backend address.
 pub struct Upstream {
-    pool: Arc<Pool>,
-}
-
-struct Pool {
-    /// Keyed by address. foldhash: SipHash of the key was a measurable part of each request.
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>, foldhash::fast::RandomState>>,
-    /// How often the sweeper looks for expired idle connections, in ms: a quarter of the
-    /// shortest idle timeout seen (settings can change on reload).
-    sweep_every_ms: std::sync::atomic::AtomicU64,
-    /// Idle connections, summed over every worker's pool.
-    idle_gauge: Gauge,
-    /// Set once the task that closes expired idle connections runs.
-    sweeping: std::sync::atomic::AtomicBool,
-}
-
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    /// Closed by the sweeper after this.
-    expires: Instant,
+    pool: Arc<Pool<SendRequest<UpstreamBody>>>,
 }
 
 /// The timeouts of one exchange, from the settings of the request's snapshot.
@@ -87,12 +67,7 @@ impl Upstream {
     /// An empty pool; `idle_gauge` counts its idle connections.
     pub fn new(idle_gauge: Gauge) -> Upstream {
         Upstream {
-            pool: Arc::new(Pool {
-                idle: Mutex::new(HashMap::default()),
-                sweep_every_ms: u64::MAX.into(),
-                idle_gauge,
-                sweeping: false.into(),
-            }),
+            pool: Arc::new(Pool::new(idle_gauge)),
         }
     }
 
@@ -197,6 +172,23 @@ where
     Ok(sender)
 }
 
+/// Opens a TCP connection to `address` for HTTP/1.1 exchanges: bounded by `connect_timeout`,
+/// Nagle off (heads and small bodies go out at once), TCP keepalive on.
+pub async fn connect_tcp(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
+    };
+    // Best effort: a socket without these options still works.
+    let _ = stream.set_nodelay(true);
+    let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    Ok(stream)
+}
+
 type Handshake<B> = (SendRequest<B>, http1::Connection<TokioIo<TcpStream>, B>);
 
 async fn handshake<B>(
@@ -208,14 +200,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout),
-    };
-    // Best effort: a socket without these options still works.
-    let _ = stream.set_nodelay(true);
-    let _ = SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+    let stream = connect_tcp(address, connect_timeout).await?;
     http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -249,97 +234,6 @@ impl ResponseBody {
     }
 }
 
-impl Pool {
-    /// The newest idle connection to `address` that can take a request now.
-    fn take(&self, address: &str) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = lock(&self.idle);
-        let list = idle.get_mut(address)?;
-        let before = list.len();
-        let taken = newest_ready(list);
-        self.idle_gauge.dec_by((before - list.len()) as i64);
-        taken
-    }
-
-    fn put(
-        self: &Arc<Pool>,
-        address: Arc<str>,
-        sender: SendRequest<UpstreamBody>,
-        idle_timeout: Duration,
-    ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        let list = idle.entry(address).or_default();
-        if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push(Idle {
-                sender,
-                expires: Instant::now() + idle_timeout,
-            });
-            self.idle_gauge.inc();
-        }
-        drop(idle);
-        // An idle connection lives at most a quarter longer than its timeout.
-        let every = (idle_timeout / 4)
-            .max(Duration::from_millis(10))
-            .as_millis() as u64;
-        if every < self.sweep_every_ms.load(Relaxed) {
-            self.sweep_every_ms.fetch_min(every, Relaxed);
-        }
-        self.start_sweeping();
-    }
-
-    /// Closes expired idle connections periodically, so an idle backend is not held open.
-    fn start_sweeping(self: &Arc<Pool>) {
-        use std::sync::atomic::Ordering;
-        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.sweeping.store(false, Ordering::Relaxed);
-            return;
-        };
-        let pool = Arc::downgrade(self);
-        runtime.spawn(async move {
-            loop {
-                let every = match pool.upgrade() {
-                    Some(pool) => pool.sweep_every_ms.load(Ordering::Relaxed),
-                    None => return,
-                };
-                tokio::time::sleep(Duration::from_millis(every)).await;
-                let Some(pool) = pool.upgrade() else { return };
-                let now = Instant::now();
-                let mut closed = 0;
-                lock(&pool.idle).retain(|_, list| {
-                    let before = list.len();
-                    list.retain(|e| !e.sender.is_closed() && now <= e.expires);
-                    closed += before - list.len();
-                    !list.is_empty()
-                });
-                pool.idle_gauge.dec_by(closed as i64);
-            }
-        });
-    }
-}
-
-/// Removes and returns the newest connection in `list` that can take a request now, dropping
-/// closed ones on the way. Expiry is the sweeper's job.
-fn newest_ready(list: &mut Vec<Idle>) -> Option<SendRequest<UpstreamBody>> {
-    let mut i = list.len();
-    while i > 0 {
-        i -= 1;
-        let entry = &list[i];
-        if entry.sender.is_closed() {
-            list.remove(i);
-        } else if entry.sender.is_ready() {
-            return Some(list.remove(i).sender);
-        }
-        // Not ready yet: still finishing the exchange it was returned after. Leave it.
-    }
-    None
-}
-
 /// Did the connection end (EOF or reset) before any response? On a reused connection that
 /// is the backend closing it as idle while our request was on its way.
 fn closed_under_us(e: &hyper::Error) -> bool {
@@ -361,18 +255,11 @@ fn closed_under_us(e: &hyper::Error) -> bool {
     false
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let left: usize = lock(&self.idle).values().map(Vec::len).sum();
-        self.idle_gauge.dec_by(left as i64);
-    }
-}
-
 /// A backend connection lent to one response; back to the pool when the body is done.
 struct Lease {
     sender: SendRequest<UpstreamBody>,
     address: Arc<str>,
-    pool: Arc<Pool>,
+    pool: Arc<Pool<SendRequest<UpstreamBody>>>,
     idle: Duration,
 }
 
