@@ -1,6 +1,7 @@
 //! Parsing a request head with `httparse` into stack storage, then validating it more
 //! strictly than a general server must (RFC 9112): the relay forwards bytes as they came, so
-//! anything two parsers could read differently is refused instead of normalised.
+//! anything two parsers could read differently is refused instead of normalised. The checks
+//! shared with the response parser (`response.rs`) live here too.
 //!
 //! Refused (400 and close): `Content-Length` together with `Transfer-Encoding`; several
 //! `Content-Length` values that differ, or one that is not a plain decimal number; a
@@ -11,10 +12,10 @@
 
 use std::ops::Range;
 
-/// Headers one request head may carry.
+/// Headers one head may carry.
 pub const MAX_HEADERS: usize = 100;
 
-/// How the request body is delimited.
+/// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// No body.
@@ -23,6 +24,9 @@ pub enum Framing {
     Length(u64),
     /// Chunked transfer coding (the last coding), trailers possible.
     Chunked,
+    /// Everything until the server closes the connection. Responses only: a request in this
+    /// shape has no knowable end and is refused (RFC 9112 §6.3).
+    UntilClose,
 }
 
 /// A parsed request head: everything as ranges into the buffer it was parsed from.
@@ -54,11 +58,11 @@ pub enum HeadError {
     /// More bytes are needed.
     #[error("incomplete head")]
     Partial,
-    /// Larger than the limit: 431.
-    #[error("request head too large")]
+    /// Larger than the limit (or too many headers): 431 for a request, 502 for a response.
+    #[error("head too large")]
     TooLarge,
-    /// Malformed or ambiguous: 400.
-    #[error("malformed request head: {0}")]
+    /// Malformed or ambiguous: 400 for a request, 502 for a response.
+    #[error("malformed head: {0}")]
     Malformed(&'static str),
 }
 
@@ -66,29 +70,20 @@ pub enum HeadError {
 pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Malformed("unparsable head")),
-    };
-    if len > limit {
-        return Err(HeadError::TooLarge);
-    }
+    let len = complete(req.parse(buf), buf.len(), limit)?;
     strict_line_endings(&buf[..len])?;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
-        start..start + s.len()
-    };
-    let method = at(req
-        .method
-        .ok_or(HeadError::Malformed("no method"))?
-        .as_bytes());
-    let target = at(req
-        .path
-        .ok_or(HeadError::Malformed("no target"))?
-        .as_bytes());
+    let method = range_of(
+        buf,
+        req.method
+            .ok_or(HeadError::Malformed("no method"))?
+            .as_bytes(),
+    );
+    let target = range_of(
+        buf,
+        req.path
+            .ok_or(HeadError::Malformed("no target"))?
+            .as_bytes(),
+    );
     let minor = req.version.ok_or(HeadError::Malformed("no version"))?;
 
     let mut head = RequestHead {
@@ -98,78 +93,179 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
         minor,
         headers: Vec::with_capacity(req.headers.len()),
         framing: Framing::None,
-        close: minor == 0,
+        close: false,
         expect_continue: false,
         upgrade: false,
     };
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut te_seen = false;
+    let mut framing = FramingHeaders::default();
+    let mut connection = ConnectionOptions::default();
     let mut upgrade_header = false;
-    let mut connection_upgrade = false;
     for h in req.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
-        if value.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
-            return Err(HeadError::Malformed("control byte in a header value"));
+        check_value(value)?;
+        head.headers
+            .push((range_of(buf, name), range_of(buf, value)));
+        if framing.observe(name, value)? {
+            continue;
         }
-        head.headers.push((at(name), at(value)));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = content_length(value)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("differing Content-Length values"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te_seen = true;
-            // Codings accumulate across header lines; chunked must be last and only once.
-            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if coding.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    return Err(HeadError::Malformed("a coding after chunked"));
-                }
-                chunked = coding.eq_ignore_ascii_case(b"chunked");
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if option.eq_ignore_ascii_case(b"close") {
-                    head.close = true;
-                } else if option.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    head.close = false;
-                } else if option.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
-                }
-            }
+        if name.eq_ignore_ascii_case(b"connection") {
+            connection.observe(value);
         } else if name.eq_ignore_ascii_case(b"expect") {
             head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_header = true;
         }
     }
-    head.upgrade = upgrade_header && connection_upgrade;
-    head.framing = match (te_seen, length) {
-        (true, Some(_)) => {
-            return Err(HeadError::Malformed(
-                "both Content-Length and Transfer-Encoding",
-            ))
-        }
-        (true, None) if chunked => Framing::Chunked,
+    head.close = connection.close(minor);
+    head.upgrade = upgrade_header && connection.upgrade;
+    head.framing = match framing.decide()? {
         // A request whose last coding is not chunked has no knowable length (RFC 9112 §6.3).
-        (true, None) => {
+        Framing::UntilClose => {
             return Err(HeadError::Malformed(
                 "Transfer-Encoding not ending in chunked",
             ))
         }
-        (false, Some(0) | None) => Framing::None,
-        (false, Some(n)) => Framing::Length(n),
+        Framing::Length(0) => Framing::None,
+        framing => framing,
     };
     Ok(head)
 }
 
+/// The head length from an `httparse` result, or why there is none: a head still partial at
+/// `limit` bytes, or with more than [`MAX_HEADERS`] headers, is too large.
+pub(super) fn complete(
+    status: httparse::Result<usize>,
+    buffered: usize,
+    limit: usize,
+) -> Result<usize, HeadError> {
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buffered >= limit => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("unparsable head")),
+    };
+    if len > limit {
+        return Err(HeadError::TooLarge);
+    }
+    Ok(len)
+}
+
+/// Where `part`, a slice `httparse` cut out of `buf`, lies in `buf`.
+pub(super) fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Refuses NUL and other control bytes (HTAB aside) in a header value.
+pub(super) fn check_value(value: &[u8]) -> Result<(), HeadError> {
+    if value.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return Err(HeadError::Malformed("control byte in a header value"));
+    }
+    Ok(())
+}
+
+/// The non-empty, trimmed elements of a comma-separated header value.
+pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// The `Connection` options the relay acts on, gathered over every `Connection` line.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ConnectionOptions {
+    /// `close` was listed.
+    pub(super) close: bool,
+    /// `keep-alive` was listed.
+    pub(super) keep_alive: bool,
+    /// `upgrade` was listed.
+    pub(super) upgrade: bool,
+}
+
+impl ConnectionOptions {
+    /// Takes in the value of one `Connection` line.
+    pub(super) fn observe(&mut self, value: &[u8]) {
+        for option in tokens(value) {
+            if option.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if option.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            }
+        }
+    }
+
+    /// Must the connection close after this message? HTTP/1.1 persists unless `close` is
+    /// listed; HTTP/1.0 closes unless `keep-alive` is. `close` wins over `keep-alive`.
+    pub(super) fn close(&self, minor: u8) -> bool {
+        self.close || (minor == 0 && !self.keep_alive)
+    }
+}
+
+/// What the framing headers of one message say, gathered line by line (RFC 9112 §6).
+#[derive(Debug, Default)]
+pub(super) struct FramingHeaders {
+    length: Option<u64>,
+    te_seen: bool,
+    chunked: bool,
+}
+
+impl FramingHeaders {
+    /// Takes in one header line; true if it was `Content-Length` or `Transfer-Encoding`.
+    pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value)?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("differing Content-Length values"));
+            }
+            self.length = Some(n);
+            Ok(true)
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.te_seen = true;
+            // Codings accumulate across header lines; chunked must be last and only once.
+            for coding in tokens(value) {
+                if self.chunked {
+                    return Err(HeadError::Malformed("a coding after chunked"));
+                }
+                self.chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Was there a `Transfer-Encoding` header?
+    pub(super) fn transfer_encoding(&self) -> bool {
+        self.te_seen
+    }
+
+    /// The framing the headers seen declare, for a message that may have a body. Both
+    /// `Content-Length` and `Transfer-Encoding` is refused; a coding list not ending in
+    /// `chunked` is [`Framing::UntilClose`] and no framing header at all is [`Framing::None`],
+    /// for the caller to map (a request refuses the first and has no body in the second; a
+    /// response reads until close in both).
+    pub(super) fn decide(&self) -> Result<Framing, HeadError> {
+        Ok(match (self.te_seen, self.length) {
+            (true, Some(_)) => {
+                return Err(HeadError::Malformed(
+                    "both Content-Length and Transfer-Encoding",
+                ))
+            }
+            (true, None) if self.chunked => Framing::Chunked,
+            (true, None) => Framing::UntilClose,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::None,
+        })
+    }
+}
+
 /// Every LF preceded by CR and every CR followed by LF: no bare CR or LF for two parsers to
 /// read differently. (httparse accepts a bare LF as a line end.)
-fn strict_line_endings(head: &[u8]) -> Result<(), HeadError> {
+pub(super) fn strict_line_endings(head: &[u8]) -> Result<(), HeadError> {
     let mut prev = 0u8;
     for (i, &b) in head.iter().enumerate() {
         if b == b'\n' && prev != b'\r' {
@@ -271,6 +367,12 @@ mod tests {
         assert!(h.close);
         let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(!h.close);
+        // close wins, whatever the order.
+        let h = parse("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n").unwrap();
+        assert!(h.close);
+        let h =
+            parse("GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(h.close);
         let h =
             parse("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert!(h.upgrade);
