@@ -43,7 +43,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 
 /// Writes `ip` into `buf` and returns the text. IPv4 is formatted by hand: `Display` through
 /// `core::fmt` cost about 1,000 instructions per request, more than the rest of the rewrite.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+pub(crate) fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &[u8] {
     match ip {
         IpAddr::V4(v4) => {
             let mut n = 0;

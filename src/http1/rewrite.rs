@@ -1,0 +1,272 @@
+//! Writing the heads the relay forwards, each as one buffer: the request head for the backend
+//! and the response head for the client. Header lines go on as received (name and value bytes
+//! untouched, in order); only what belongs to one connection is removed and only the proxy's
+//! own headers are added — the same meaning as the hyper path's `hop::strip` and
+//! `forwarded::add`, without building a header map.
+//!
+//! Hop-by-hop (RFC 9110 §7.6.1): `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Trailer`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`, and every header a
+//! `Connection` line names. `Transfer-Encoding` and `Content-Length` are kept even when named:
+//! the relay forwards the body bytes in their original framing, and a client must not be able
+//! to take the framing headers off a body it sends (`Connection: content-length`).
+//!
+//! Cost: one pass over the header lines; the `Connection` names are checked after it, and only
+//! when a `Connection` line lists something besides the fixed names (`close` is the common
+//! case); the rare head that needs a named header removed is written a second time. No
+//! allocation besides growing `out` once.
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use super::head::tokens;
+use super::{RequestHead, ResponseHead, MAX_HEADERS};
+use crate::forwarded::format_ip;
+
+/// Header lines are tracked as bits of a `u128`, one per line.
+const _: () = assert!(MAX_HEADERS <= 128);
+
+/// The most `request_head` adds besides the Host value: `host: ` and CRLF (8); one
+/// `x-forwarded-for: ` line with a separator, the longest IPv6 text and CRLF (17 + 2 + 45 + 2);
+/// `x-forwarded-proto: http` and CRLF (25). The request line never grows (httparse allows one
+/// space between its parts), and joining prior `X-Forwarded-For` values into one line takes
+/// less than their own lines did.
+const REQUEST_GROWTH: usize = 8 + 66 + 25;
+
+/// The most `response_head` adds besides `extra`: a space before an empty reason phrase (1)
+/// and `connection: close` with CRLF (19).
+const RESPONSE_GROWTH: usize = 1 + 19;
+
+/// What a header name means to the rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Forwarded as received.
+    EndToEnd,
+    /// Always hop-by-hop.
+    Hop,
+    /// `Connection`: hop-by-hop, and names more.
+    Connection,
+    /// `Content-Length` or `Transfer-Encoding`: kept, even when `Connection` names it.
+    Framing,
+    /// `Host`.
+    Host,
+    /// `X-Forwarded-For`.
+    ForwardedFor,
+    /// `X-Forwarded-Proto`.
+    ForwardedProto,
+}
+
+/// Classifies a name by its length first: most names are settled by one compare.
+fn kind(name: &[u8]) -> Kind {
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 if is(b"te") => Kind::Hop,
+        4 if is(b"host") => Kind::Host,
+        7 if is(b"trailer") || is(b"upgrade") => Kind::Hop,
+        10 if is(b"connection") => Kind::Connection,
+        10 if is(b"keep-alive") => Kind::Hop,
+        14 if is(b"content-length") => Kind::Framing,
+        15 if is(b"x-forwarded-for") => Kind::ForwardedFor,
+        16 if is(b"proxy-connection") => Kind::Hop,
+        17 if is(b"transfer-encoding") => Kind::Framing,
+        17 if is(b"x-forwarded-proto") => Kind::ForwardedProto,
+        18 if is(b"proxy-authenticate") => Kind::Hop,
+        19 if is(b"proxy-authorization") => Kind::Hop,
+        _ => Kind::EndToEnd,
+    }
+}
+
+/// Writes the head to send the backend to `out` (appending): the request line as received
+/// but always `HTTP/1.1`; the header lines in order as received (name and value bytes
+/// untouched) minus hop-by-hop ones and any `X-Forwarded-For` / `X-Forwarded-Proto`; `Host:
+/// default_host` first when no `Host` is left; then one `x-forwarded-for` line (earlier
+/// values, trimmed and joined with ", ", then `peer`) and `x-forwarded-proto: http`.
+///
+/// `head` must be what [`super::parse_request`] made of `buf`.
+pub fn request_head(
+    buf: &[u8],
+    head: &RequestHead,
+    peer: IpAddr,
+    default_host: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(head.len + default_host.len() + REQUEST_GROWTH);
+    out.extend_from_slice(&buf[head.method.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(&buf[head.target.clone()]);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let lines = out.len();
+    let seen = copy_headers(buf, &head.headers, true, out);
+
+    if seen.host == 0 {
+        // Rare (HTTP/1.0 clients): worth a move of the lines to keep Host first (RFC 9112 §3.2).
+        let host = b"host: ".iter().chain(default_host).chain(b"\r\n").copied();
+        out.splice(lines..lines, host);
+    }
+
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for i in bits(seen.forwarded_for) {
+        let prior = buf[head.headers[i].1.clone()].trim_ascii();
+        if !prior.is_empty() {
+            out.extend_from_slice(prior);
+            out.extend_from_slice(b", ");
+        }
+    }
+    let mut ip = [0u8; 48];
+    out.extend_from_slice(format_ip(peer.to_canonical(), &mut ip));
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+}
+
+/// Writes the head to send the client to `out` (appending): `HTTP/1.1 <status> <reason>`,
+/// the header lines in order as received minus hop-by-hop ones, then the `extra` lines
+/// (names and values the caller knows to be valid), then `connection: close` if `close`.
+///
+/// `head` must be what [`super::parse_response`] made of `buf`.
+pub fn response_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    extra: &[(&[u8], &[u8])],
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    out.reserve(head.len + extra_len + RESPONSE_GROWTH);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut status = [0u8; 5];
+    out.extend_from_slice(decimal(head.status, &mut status));
+    // The space stays even before an empty phrase: RFC 9112 §4 requires it.
+    out.push(b' ');
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    copy_headers(buf, &head.headers, false, out);
+    for (name, value) in extra {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What [`copy_headers`] saw that the caller writes about: bit masks of header lines.
+struct Seen {
+    /// `Host` lines kept.
+    host: u128,
+    /// `X-Forwarded-For` lines whose values go into the new one.
+    forwarded_for: u128,
+}
+
+/// Copies the header lines that go on to `out`, in order. For a request, `Host` lines are
+/// reported and `X-Forwarded-*` lines left to the caller; for a response they are ordinary.
+fn copy_headers(
+    buf: &[u8],
+    headers: &[(Range<usize>, Range<usize>)],
+    request: bool,
+    out: &mut Vec<u8>,
+) -> Seen {
+    let start = out.len();
+    let mut kept = 0u128;
+    let mut seen = Seen {
+        host: 0,
+        forwarded_for: 0,
+    };
+    // Connection lines listing a name beyond the fixed ones.
+    let mut naming = 0u128;
+    for (i, (name, value)) in headers.iter().enumerate() {
+        let bit = 1u128 << i;
+        match kind(&buf[name.clone()]) {
+            Kind::Hop => continue,
+            Kind::Connection => {
+                let names_more =
+                    |t: &[u8]| !matches!(kind(t), Kind::Hop | Kind::Connection | Kind::Framing);
+                if tokens(&buf[value.clone()]).any(names_more) {
+                    naming |= bit;
+                }
+                continue;
+            }
+            Kind::ForwardedFor if request => {
+                seen.forwarded_for |= bit;
+                continue;
+            }
+            Kind::ForwardedProto if request => continue,
+            Kind::Host if request => seen.host |= bit,
+            _ => {}
+        }
+        kept |= bit;
+        line(buf, name, value, out);
+    }
+    if naming == 0 {
+        return seen;
+    }
+    let named = connection_named(buf, headers, naming);
+    seen.host &= !named;
+    seen.forwarded_for &= !named;
+    if kept & named != 0 {
+        out.truncate(start);
+        for i in bits(kept & !named) {
+            line(buf, &headers[i].0, &headers[i].1, out);
+        }
+    }
+    seen
+}
+
+/// The header lines named by the `Connection` lines in `connection`, framing headers aside.
+/// At most the head's tokens times its lines compares, mostly of lengths: bounded by the head
+/// size limit and [`MAX_HEADERS`].
+fn connection_named(
+    buf: &[u8],
+    headers: &[(Range<usize>, Range<usize>)],
+    connection: u128,
+) -> u128 {
+    let mut named = 0u128;
+    for c in bits(connection) {
+        for token in tokens(&buf[headers[c].1.clone()]) {
+            // Fixed names are gone already; framing headers stay whatever Connection says.
+            if matches!(kind(token), Kind::Hop | Kind::Connection | Kind::Framing) {
+                continue;
+            }
+            for (i, (name, _)) in headers.iter().enumerate() {
+                if name.len() == token.len() && buf[name.clone()].eq_ignore_ascii_case(token) {
+                    named |= 1u128 << i;
+                }
+            }
+        }
+    }
+    named
+}
+
+/// Copies one header line as received: name, colon, whitespace and value, then CRLF.
+/// (httparse has dropped trailing whitespace; the strict checks ruled out obs-fold, so the
+/// span is one line.)
+fn line(buf: &[u8], name: &Range<usize>, value: &Range<usize>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&buf[name.start..value.end]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The indexes of the set bits of `mask`, lowest first.
+fn bits(mut mask: u128) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask.checked_sub(1)?;
+        Some(i)
+    })
+}
+
+/// `n` in decimal, without `core::fmt`.
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;
