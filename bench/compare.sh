@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proxy load comparison: ringproxy vs nginx (`hash $http_x_user_id consistent`) vs HAProxy
 # (`balance hdr(x-user-id)` + `hash-type consistent`) over the same four backends, plus
-# wrk straight at one backend as the ceiling.
+# wrk straight at one backend as the ceiling. ringproxy runs twice, one process per HTTP/1
+# server path: "ringproxy" with the default config (the byte relay) and "ringproxy-hyper", the
+# same binary with `http1 = "hyper"` in [proxy].
 #
 #   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
 #   bench/compare.sh                               # markdown on stdout, progress on stderr
@@ -14,8 +16,9 @@
 #   RINGPROXY_BIN=path   use this binary instead of `cargo build --release --bin ringproxy`
 #   RINGPROXY_BIN_B=path also run this second ringproxy binary as target "ringproxy-b" (A/B of
 #                        two builds, same config, same rounds)
-#   TARGETS="ringproxy ringproxy-b"   measure only these (of direct ringproxy ringproxy-b nginx
-#                        haproxy); nginx and HAProxy are still started for the sanity check
+#   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
+#                        ringproxy-hyper ringproxy-b nginx haproxy); every process is still
+#                        started for the sanity check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
 
@@ -91,7 +94,7 @@ trap 'exit 130' INT TERM
 # shellcheck source=ports.sh
 source "$HERE/ports.sh"
 
-for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT; do
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT; do
     pick_port "$v"
 done
 
@@ -103,6 +106,9 @@ render nginx-backends.conf.in "" "$DIR/backends.conf"
 render nginx-proxy.conf.in "$NG_PORT" "$DIR/nginx-proxy.conf"
 render haproxy.cfg.in "$HA_PORT" "$DIR/haproxy.cfg"
 render ringproxy.toml.in "$RP_PORT" "$DIR/ringproxy.toml"
+render ringproxy.toml.in "$RPH_PORT" "$DIR/ringproxy-hyper.toml"
+sed -i -e "s|:$RP_ADMIN\"|:$RPH_ADMIN\"|" -e 's/^\[proxy\]/[proxy]\nhttp1 = "hyper"/' "$DIR/ringproxy-hyper.toml"
+grep -q '^http1 = "hyper"' "$DIR/ringproxy-hyper.toml" || die "no [proxy] section in ringproxy.toml.in"
 render ringproxy.toml.in "$RPB_PORT" "$DIR/ringproxy-b.toml"
 sed -i "s|:$RP_ADMIN\"|:$RPB_ADMIN\"|" "$DIR/ringproxy-b.toml"
 
@@ -116,6 +122,10 @@ PIDS+=("$PID_BACKENDS")
 RUST_LOG=warn "$BIN" --config "$DIR/ringproxy.toml" 2>>"$DIR/ringproxy.log" &
 PID_RINGPROXY=$!
 PIDS+=("$PID_RINGPROXY")
+
+RUST_LOG=warn "$BIN" --config "$DIR/ringproxy-hyper.toml" 2>>"$DIR/ringproxy-hyper.log" &
+PID_RINGPROXY_HYPER=$!
+PIDS+=("$PID_RINGPROXY_HYPER")
 
 if [[ -n $BIN_B ]]; then
     RUST_LOG=warn "$BIN_B" --config "$DIR/ringproxy-b.toml" 2>>"$DIR/ringproxy-b.log" &
@@ -135,15 +145,17 @@ PIDS+=("$PID_HAPROXY")
 declare -A URL=(
     [direct]="http://127.0.0.1:$B0/"
     [ringproxy]="http://127.0.0.1:$RP_PORT/"
+    [ringproxy-hyper]="http://127.0.0.1:$RPH_PORT/"
     [nginx]="http://127.0.0.1:$NG_PORT/"
     [haproxy]="http://127.0.0.1:$HA_PORT/"
 )
-declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
-ALL=(direct ringproxy nginx haproxy)
+declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [ringproxy-hyper]=$PID_RINGPROXY_HYPER
+    [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
+ALL=(direct ringproxy ringproxy-hyper nginx haproxy)
 if [[ -n $BIN_B ]]; then
     URL[ringproxy-b]="http://127.0.0.1:$RPB_PORT/"
     PID_OF[ringproxy-b]=$PID_RINGPROXY_B
-    ALL=(direct ringproxy ringproxy-b nginx haproxy)
+    ALL=(direct ringproxy ringproxy-hyper ringproxy-b nginx haproxy)
 fi
 read -r -a TARGETS <<<"${TARGETS:-${ALL[*]}}"
 for t in "${TARGETS[@]}"; do
@@ -165,7 +177,7 @@ for t in "${ALL[@]}"; do
         die "$t did not come up at ${URL[$t]}"
     fi
 done
-log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, nginx $NG_PORT, haproxy $HA_PORT)"
+log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, ringproxy-hyper $RPH_PORT, nginx $NG_PORT, haproxy $HA_PORT)"
 
 # ---- sanity: every proxy routes by key --------------------------------------------------------
 
@@ -182,6 +194,14 @@ for t in "${ALL[@]:1}"; do
     log "sanity: $t routes 40 keys stably over ${#seen[@]} backends (user-1 -> $(curl -fsS -m 2 -H 'x-user-id: user-1' "${URL[$t]}"))"
     unset seen
 done
+
+# Both server paths share the affinity code and the ring: every key must land on the same backend.
+for k in $(seq 1 40); do
+    a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[ringproxy]}") || die "ringproxy failed for user-$k"
+    b=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[ringproxy-hyper]}") || die "ringproxy-hyper failed for user-$k"
+    [[ $a == "$b" ]] || die "user-$k went to $a through ringproxy but to $b through ringproxy-hyper"
+done
+log "sanity: ringproxy and ringproxy-hyper route 40 keys to the same backends"
 
 # ---- measuring --------------------------------------------------------------------------------
 
@@ -284,7 +304,7 @@ for r in $(seq 1 "$ROUNDS"); do
                 us = n > 0 ? 1e6 / tck / n : 0 # microseconds of CPU per request, per tick
                 printf "%s\t%s\t%s\t%.3f\t%.2f\t%.2f\t%d\t%.1f\t%.1f\t%.1f\n", t, r, rps, p99, cores, bc / tck / dur, bad, (pu + ps) * us, pu * us, ps * us
             }' "$out" >>"$RESULTS"
-        log "round $r $(tail -n 1 "$RESULTS" | awk -F'\t' '{printf "%-9s %10.0f req/s  p99 %7.3f ms  proxy %.2f cores (%.1f us/req)  backends %.2f cores  errors %d", $1, $3, $4, $5, $8, $6, $7}')"
+        log "round $r $(tail -n 1 "$RESULTS" | awk -F'\t' '{printf "%-15s %10.0f req/s  p99 %7.3f ms  proxy %.2f cores (%.1f us/req)  backends %.2f cores  errors %d", $1, $3, $4, $5, $8, $6, $7}')"
     done
 done
 
@@ -317,6 +337,8 @@ echo "|---|---|---|---|---|---|---|"
 for t in "${TARGETS[@]}"; do
     label=$t
     [[ $t == direct ]] && label="direct to one backend (ceiling)"
+    [[ $t == ringproxy ]] && label="ringproxy (default config)"
+    [[ $t == ringproxy-hyper ]] && label="ringproxy-hyper (http1 = \"hyper\")"
     awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
@@ -330,6 +352,12 @@ awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d
     printf "- p99 ringproxy %.2f ms vs nginx %.2f ms, HAProxy %.2f ms (target <= both: %s)\n", prp, png, pha, (prp <= png && prp <= pha ? "met" : "missed")
     printf "- ceiling: ringproxy reaches %.1f%% of direct-to-backend req/s (nginx %.1f%%, HAProxy %.1f%%)\n", 100 * rp / d, 100 * ng / d, 100 * ha / d
 }'
+fi
+if has ringproxy && has ringproxy-hyper; then
+    awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-hyper]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-hyper]}" \
+        -v pa="${P99[ringproxy]}" -v pb="${P99[ringproxy-hyper]}" 'BEGIN {
+        printf "- default (relay) vs hyper path: ringproxy/ringproxy-hyper throughput = %.3f, CPU per request = %.3f, p99 %.2f vs %.2f ms\n", a / b, ua / ub, pa, pb
+    }'
 fi
 if has ringproxy && has ringproxy-b; then
     awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-b]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-b]}" \

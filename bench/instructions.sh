@@ -3,9 +3,11 @@
 # shared machine is not. One proxy at a time runs under valgrind, single-threaded (ringproxy
 # `workers = 1`, nginx `master_process off` with one worker, HAProxy `nbthread 1`), in front of
 # the same four nginx backends as compare.sh, driven by `wrk -t1 -c8` with random keys.
+# "ringproxy" runs the default config (the byte relay for HTTP/1); "ringproxy-hyper" is the same
+# binary with `http1 = "hyper"` in [proxy].
 #
 #   apt-get install -y nginx haproxy wrk curl valgrind    # once
-#   bench/instructions.sh [ringproxy|nginx|haproxy ...]   # default: all three
+#   bench/instructions.sh [ringproxy|ringproxy-hyper|nginx|haproxy ...]   # default: all four
 #
 # Knobs: DURATION=8s, RINGPROXY_BIN=path (else `cargo build --release --bin ringproxy`),
 # KEEP=1 keeps the temp dir with the callgrind profiles (`callgrind_annotate DIR/NAME.out`).
@@ -17,7 +19,7 @@ ROOT=$(dirname "$HERE")
 DURATION=${DURATION:-8s}
 export KEYSPACE=${KEYSPACE:-1000000}
 PROXIES=("$@")
-((${#PROXIES[@]})) || PROXIES=(ringproxy nginx haproxy)
+((${#PROXIES[@]})) || PROXIES=(ringproxy ringproxy-hyper nginx haproxy)
 
 for tool in nginx haproxy wrk curl valgrind callgrind_annotate; do
     command -v "$tool" >/dev/null 2>&1 || {
@@ -25,7 +27,7 @@ for tool in nginx haproxy wrk curl valgrind callgrind_annotate; do
         exit 1
     }
 done
-if [[ " ${PROXIES[*]} " == *" ringproxy "* ]]; then
+if [[ " ${PROXIES[*]} " == *" ringproxy "* || " ${PROXIES[*]} " == *" ringproxy-hyper "* ]]; then
     if [[ -z ${RINGPROXY_BIN:-} ]]; then
         (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
         RINGPROXY_BIN="$ROOT/target/release/ringproxy"
@@ -65,10 +67,12 @@ echo "|---|---|---|---|"
 for p in "${PROXIES[@]}"; do
     out="$DIR/$p.out"
     case $p in
-    ringproxy)
-        render ringproxy.toml.in | sed 's/^\[proxy\]/[proxy]\nworkers = 1/' >"$DIR/ringproxy.toml"
+    ringproxy | ringproxy-hyper)
+        path=''
+        [[ $p == ringproxy-hyper ]] && path='\nhttp1 = "hyper"'
+        render ringproxy.toml.in | sed "s/^\\[proxy\\]/[proxy]\\nworkers = 1$path/" >"$DIR/$p.toml"
         RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-            "$RINGPROXY_BIN" --config "$DIR/ringproxy.toml" 2>"$DIR/$p.log" &
+            "$RINGPROXY_BIN" --config "$DIR/$p.toml" 2>"$DIR/$p.log" &
         ;;
     nginx)
         render nginx-proxy.conf.in >"$DIR/nginx-proxy.conf"
@@ -80,7 +84,7 @@ for p in "${PROXIES[@]}"; do
         valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
         ;;
     *)
-        echo "instructions: unknown proxy '$p'" >&2
+        echo "instructions: unknown proxy '$p' (have: ringproxy ringproxy-hyper nginx haproxy)" >&2
         exit 1
         ;;
     esac
