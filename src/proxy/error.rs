@@ -151,10 +151,10 @@ impl ProxyError {
         }
     }
 
-    /// A short fixed text per kind of failure; the details (backend, causes) stay in the log.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let status = self.status();
-        let text: Bytes = match &self {
+    /// The body of the answer the client gets: a short fixed text per kind of failure; the
+    /// details (backend, causes) stay in the log.
+    pub fn text(&self) -> Bytes {
+        match self {
             // Names the configured sources: the client needs them to send a key.
             ProxyError::MissingKey(_) => format!("{self}\n").into(),
             ProxyError::ClientBody(_) => {
@@ -172,7 +172,13 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } | ProxyError::Timeout { .. } => {
                 Bytes::from_static(b"Gateway Timeout: the backend did not answer in time\n")
             }
-        };
+        }
+    }
+
+    /// The answer the client gets.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = self.text();
         let mut res = Response::new(Either::Right(Full::new(text)));
         *res.status_mut() = status;
         res.headers_mut().insert(

@@ -8,6 +8,7 @@
 mod body;
 mod error;
 mod pool;
+pub mod relay;
 mod service;
 mod target;
 mod upgrade;

@@ -13,15 +13,15 @@ use hyper::body::Incoming;
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
+use super::pool::Pool;
+use tokio::net::TcpStream;
 use super::upstream::{ResponseBody, Timeouts, Upstream};
-use super::walk::{is_idempotent, Attempts};
+use super::walk::{is_idempotent, position, Attempts};
 use super::{target, upgrade};
 use super::{ProxyBody, Relayed};
-use crate::affinity::{AffinityConfig, OnMissing};
 use crate::config::ProxyConfig;
 use crate::load::LoadGuard;
 use crate::metrics::Metrics;
-use crate::ring::Ring;
 use crate::snapshot::{Backend, Cluster};
 use crate::traffic::Traffic;
 use crate::{forwarded, hop};
@@ -34,6 +34,8 @@ pub struct Proxy {
     traffic: Arc<Traffic>,
     /// This worker's connections to the backends.
     pool: Upstream,
+    /// This worker's raw connections to the backends, for the HTTP/1 relay.
+    relay_pool: Arc<Pool<TcpStream>>,
     metrics: Arc<Metrics>,
 }
 
@@ -55,6 +57,7 @@ impl Proxy {
             cluster,
             traffic,
             pool: Upstream::new(metrics.upstream_idle()),
+            relay_pool: Arc::new(Pool::new(metrics.upstream_idle())),
             metrics,
         }
     }
@@ -90,7 +93,9 @@ impl Proxy {
         target::check(&parts)?;
         let snapshot = self.cluster.load();
         let settings = &*snapshot.settings;
-        let (position, keyed) = position(&settings.affinity, &snapshot.ring, &parts, peer)?;
+        let key = settings.affinity.extract(&parts, peer.ip());
+        let (position, keyed) = position(&settings.affinity, &snapshot.ring, key.as_deref())?;
+        drop(key);
         if snapshot.backends.is_empty() {
             return Err(ProxyError::NoBackends);
         }
@@ -112,6 +117,16 @@ impl Proxy {
             &head,
             chosen.load,
         ))
+    }
+
+    /// The cluster whose snapshot each request loads.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// This worker's raw backend connections.
+    pub(crate) fn relay_pool(&self) -> &Arc<Pool<TcpStream>> {
+        &self.relay_pool
     }
 
     /// Request counts the load bound and the hot-key sketch read.
@@ -221,24 +236,6 @@ fn upstream_head(mut parts: Parts, peer: SocketAddr, tunnel_idle: Duration) -> H
         path,
         headers: parts.headers,
         upgrade,
-    }
-}
-
-/// The ring position to start from: the key's hash, or a random one when there is no key.
-/// Whether there was a key is returned too: a random position is no key to count as hot.
-fn position(
-    affinity: &AffinityConfig,
-    ring: &Ring,
-    parts: &Parts,
-    peer: SocketAddr,
-) -> Result<(u64, bool), ProxyError> {
-    match affinity.extract(parts, peer.ip()) {
-        Some(key) => Ok((ring.hash(&key), true)),
-        None => match affinity.on_missing {
-            OnMissing::Reject => Err(ProxyError::MissingKey(affinity.describe())),
-            // A random point picks a backend in proportion to its share, then fails over.
-            OnMissing::Random => Ok((rand::random(), false)),
-        },
     }
 }
 

@@ -8,6 +8,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 
 use super::error::ProxyError;
+use crate::affinity::{AffinityConfig, OnMissing};
+use crate::ring::Ring;
 use super::service::Proxy;
 use crate::clock::now_ms;
 use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};
@@ -193,6 +195,23 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
+}
+
+/// The ring position to start from: the key's hash, or a random one when there is no key.
+/// Whether there was a key is returned too: a random position is no key to count as hot.
+pub(crate) fn position(
+    affinity: &AffinityConfig,
+    ring: &Ring,
+    key: Option<&[u8]>,
+) -> Result<(u64, bool), ProxyError> {
+    match key {
+        Some(key) => Ok((ring.hash(key), true)),
+        None => match affinity.on_missing {
+            OnMissing::Reject => Err(ProxyError::MissingKey(affinity.describe())),
+            // A random point picks a backend in proportion to its share, then fails over.
+            OnMissing::Random => Ok((rand::random(), false)),
+        },
+    }
 }
 
 /// Is `res` from a warming-up backend a miss that the key's previous owner may answer?

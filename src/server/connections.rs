@@ -24,7 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use super::activity::{Activity, Tracked};
 use crate::clock::now_ms;
-use crate::proxy::ConnectionHold;
+use crate::proxy::relay::{self, Ended, Limits, Rewind};
+use crate::proxy::{ConnectionHold, Proxy};
 
 /// A connection handed to a worker: the socket, its peer, and the worker's load counter, which
 /// the acceptor raised and which drops back when the connection ends.
@@ -124,6 +125,8 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// Time a response may wait on a client that does not read.
     pub send_timeout: Duration,
+    /// Serve HTTP/1.1 with the byte relay (proxy listener only).
+    pub relay: bool,
 }
 
 /// Reads the current [`Policy`].
@@ -137,6 +140,7 @@ pub async fn serve<H, F, B>(
     shutdown: CancellationToken,
     policies: Policies,
     handler: H,
+    relay: Option<Arc<Proxy>>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -166,30 +170,51 @@ pub async fn serve<H, F, B>(
             Some((p, b)) if *p == policy => b,
             _ => &builders.insert((policy, builder(&policy))).1,
         };
-        let activity = Activity::new();
         let handler = handler.clone();
-        let seen = activity.clone();
         // Shared with the requests, so a tunnel born of an upgrade keeps the connection's slot.
         let live = Arc::new(live);
         let hold = ConnectionHold(live.clone());
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            // Only upgrades need it; extensions allocate, so others go without.
-            if req.headers().contains_key(http::header::UPGRADE) {
-                req.extensions_mut().insert(hold.clone());
-            }
-            let request = seen.start();
-            if req.version() == Version::HTTP_2 {
-                seen.h2.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, request))) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let builder = builder.clone();
+        let relay = relay.clone().filter(|_| policy.relay);
         let (shutdown, hard_stop) = (shutdown.clone(), conns.hard_stop.clone());
         conns.tasks.spawn(async move {
             let _live = live;
+            let stream = match relay {
+                Some(proxy) => {
+                    let limits = Limits {
+                        header_timeout: policy.header_timeout,
+                        keepalive_timeout: policy.keepalive_timeout,
+                        send_timeout: policy.send_timeout,
+                    };
+                    tokio::select! {
+                        ended = relay::serve(&proxy, stream, peer, limits, &shutdown) => match ended {
+                            Ended::Closed => return,
+                            Ended::HandOver(rewound) => rewound,
+                        },
+                        // Dropping the connection closes it.
+                        _ = hard_stop.cancelled() => return,
+                    }
+                }
+                None => Rewind::new(Vec::new(), stream),
+            };
+            // Made here, not at accept: a connection the relay served is new to hyper.
+            let activity = Activity::new();
+            let seen = activity.clone();
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                // Only upgrades need it; extensions allocate, so others go without.
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(hold.clone());
+                }
+                let request = seen.start();
+                if req.version() == Version::HTTP_2 {
+                    seen.h2.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let fut = handler(req, peer);
+                async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, request))) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             watch(conn, &activity, policy, peer, shutdown, hard_stop).await;
         });
     }

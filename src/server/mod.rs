@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use connections::{serve, Arrivals, Policies, Policy};
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, Http1};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
@@ -177,6 +177,7 @@ impl Server {
                 keepalive_timeout: p.client_keepalive_timeout,
                 idle_timeout: p.client_idle_timeout,
                 send_timeout: p.send_timeout,
+                relay: p.http1 == Http1::Relay,
             }
         });
         let (mut lanes, mut workers) = (Vec::new(), Vec::new());
@@ -211,6 +212,7 @@ impl Server {
                 let admin = admin.clone();
                 async move { admin.handle(req).await }
             },
+            None,
         );
         let workers_done = async {
             let mut result = Ok(());

@@ -47,6 +47,7 @@ pub fn spawn(
                 .map_err(ServeError::Worker)
                 .map(|runtime| {
                     let proxy = Arc::new(proxy);
+                    let relay = proxy.clone();
                     runtime.block_on(serve(
                         Arrivals::Handoffs(rx),
                         shutdown,
@@ -55,6 +56,7 @@ pub fn spawn(
                             let proxy = proxy.clone();
                             async move { proxy.handle(req, peer).await }
                         },
+                        Some(relay),
                     ));
                 });
             let _ = done_tx.send(outcome);

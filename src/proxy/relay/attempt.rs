@@ -1,0 +1,295 @@
+//! One relayed request's attempts: write the rewritten head (and the body, by its framing) to
+//! a backend connection from the worker's pool, and read the response head back. The walk
+//! (`walk.rs`) decides which backends are tried; this decides what one try does and how its
+//! failure is classified, with the same vocabulary as the hyper path.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use tokio::net::TcpStream;
+
+use super::buffer::{write, Buffer, CopyError, Half};
+use crate::config::ProxyConfig;
+use crate::http1::{parse_response, Framing, HeadError, ResponseHead};
+use crate::metrics::Exchange;
+use crate::proxy::error::ProxyError;
+use crate::proxy::service::Proxy;
+use crate::proxy::upstream::connect_tcp;
+use crate::proxy::walk::Attempts;
+use crate::snapshot::Backend;
+
+/// Largest response head read from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// The request body, and how far it got.
+pub(super) enum Body {
+    /// None, or read whole and appended to the head (small enough to send again).
+    Sent,
+    /// To be relayed from the client by its framing; it can be sent once.
+    Streamed(Framing, Progress),
+}
+
+/// How far a streamed body got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Progress {
+    /// Not a byte read from the client yet.
+    Waiting,
+    /// Relayed to its end.
+    Done,
+    /// Broken off: the client connection cannot be read further.
+    Broken,
+}
+
+/// A relayed request being attempted.
+pub(super) struct Relayed<'c> {
+    pub method: Method,
+    /// The upstream head, followed by the whole body when it is [`Body::Sent`].
+    pub head: Vec<u8>,
+    pub body: Body,
+    pub expect_continue: bool,
+    pub client: &'c mut TcpStream,
+    pub client_buf: &'c mut Buffer,
+    pub send_timeout: Duration,
+}
+
+/// A backend's response: its head parsed, the bytes read after it, and the connection.
+pub(super) struct Response {
+    pub stream: TcpStream,
+    /// Starts with the head (`head.len` bytes), then what arrived of the body.
+    pub buf: Buffer,
+    pub head: ResponseHead,
+    pub exchange: Exchange,
+    /// The rest of a request body still going up while the response comes back.
+    pub upload: Option<Half>,
+}
+
+/// What went wrong talking to the backend, before it is named for the client.
+enum Failed {
+    Connect(ProxyError),
+    /// The connection failed; `answered` if any response byte came.
+    Io { error: io::Error, answered: bool },
+    Malformed(HeadError),
+    Client(String),
+}
+
+impl Attempts for Relayed<'_> {
+    type Response = Response;
+
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn can_attempt(&self) -> bool {
+        !matches!(self.body, Body::Streamed(_, p) if p != Progress::Waiting)
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self.body, Body::Sent)
+    }
+
+    async fn send(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Backend,
+        config: &ProxyConfig,
+    ) -> Result<Response, ProxyError> {
+        let exchange = proxy.metrics().begin(&backend.id);
+        let (stream, reused) = match proxy.relay_pool().take(&backend.address) {
+            Some(stream) => (Some(stream), true),
+            None => (None, false),
+        };
+        let exchanged = tokio::time::timeout(
+            config.request_timeout,
+            self.exchange(proxy, backend, config, stream),
+        )
+        .await;
+        match exchanged {
+            Ok(Ok((stream, buf, head, upload))) => {
+                exchange.first_byte();
+                Ok(Response {
+                    stream,
+                    buf,
+                    head,
+                    exchange,
+                    upload,
+                })
+            }
+            Ok(Err(Failed::Connect(error))) => {
+                tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
+                Err(error)
+            }
+            Ok(Err(Failed::Client(reason))) => {
+                tracing::info!(backend = %backend.id, error = %reason, "client request body failed");
+                Err(ProxyError::ClientBody(reason))
+            }
+            Ok(Err(Failed::Io { error, answered })) => {
+                let backend_id = backend.id.to_string();
+                if reused && !answered && closed(&error) {
+                    let error = ProxyError::Stale {
+                        backend: backend_id,
+                        reason: error.to_string(),
+                    };
+                    tracing::debug!(backend = %backend.id, address = %backend.address, %error, "reused upstream connection closed under the request");
+                    Err(error)
+                } else {
+                    let error = ProxyError::Upstream {
+                        backend: backend_id,
+                        reason: error.to_string(),
+                    };
+                    tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
+                    Err(error)
+                }
+            }
+            Ok(Err(Failed::Malformed(e))) => {
+                let error = ProxyError::Upstream {
+                    backend: backend.id.to_string(),
+                    reason: format!("invalid response head: {e}"),
+                };
+                tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
+                Err(error)
+            }
+            Err(_elapsed) => {
+                tracing::warn!(backend = %backend.id, timeout = ?config.request_timeout, "upstream request timed out");
+                Err(ProxyError::Timeout {
+                    backend: backend.id.to_string(),
+                })
+            }
+        }
+    }
+
+    fn status(res: &Response) -> u16 {
+        res.head.status
+    }
+
+    fn has_header(res: &Response, name: &HeaderName, value: &HeaderValue) -> bool {
+        let buf = res.buf.pending();
+        res.head
+            .headers
+            .iter()
+            .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_str().as_bytes()))
+            .is_some_and(|(_, v)| &buf[v.clone()] == value.as_bytes())
+    }
+}
+
+impl Relayed<'_> {
+    /// Connects (unless `stream` is a pooled connection), sends, and reads the response head.
+    async fn exchange(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Backend,
+        config: &ProxyConfig,
+        stream: Option<TcpStream>,
+    ) -> Result<(TcpStream, Buffer, ResponseHead, Option<Half>), Failed> {
+        let mut stream = match stream {
+            Some(s) => s,
+            None => {
+                let connecting = Instant::now();
+                let s = connect_tcp(&backend.address, config.connect_timeout)
+                    .await
+                    .map_err(|e| Failed::Connect(ProxyError::upstream(&backend.id, &e)))?;
+                proxy.metrics().upstream_opened(&backend.id);
+                proxy
+                    .metrics()
+                    .upstream_connected(&backend.id, connecting.elapsed());
+                s
+            }
+        };
+        let io = |error: io::Error| Failed::Io {
+            error,
+            answered: false,
+        };
+        write(&mut stream, &self.head, config.request_timeout)
+            .await
+            .map_err(|e| match e {
+                CopyError::Write(e) | CopyError::Read(e) => io(e),
+                CopyError::Framing(e) => Failed::Client(e.to_string()),
+            })?;
+        let head_request = self.method == Method::HEAD;
+        let mut buf = Buffer::new();
+        let mut upload = match &mut self.body {
+            Body::Streamed(framing, progress) => {
+                *progress = Progress::Broken;
+                if self.expect_continue {
+                    write(
+                        self.client,
+                        b"HTTP/1.1 100 Continue\r\n\r\n",
+                        self.send_timeout,
+                    )
+                    .await
+                    .map_err(|_| Failed::Client("client closed before sending its body".into()))?;
+                }
+                Some(Half::new(*framing))
+            }
+            Body::Sent => None,
+        };
+        let (mut from_backend, mut to_backend) = stream.split();
+        let (mut from_client, _) = self.client.split();
+        let head = loop {
+            if let Some(head) = response_head(&mut buf, head_request)? {
+                break head;
+            }
+            let answered = !buf.pending().is_empty();
+            // The body goes up while the response is awaited: a backend may answer (and
+            // stream its answer) before it has read the whole request.
+            let uploading = upload.as_ref().is_some_and(|u| !u.done());
+            tokio::select! {
+                stepped = async {
+                    match upload.as_mut() {
+                        Some(u) => u.step(self.client_buf, &mut from_client, &mut to_backend, config.request_timeout).await,
+                        None => Ok(()),
+                    }
+                }, if uploading => stepped.map_err(|e| match e {
+                    CopyError::Read(e) => Failed::Client(e.to_string()),
+                    CopyError::Framing(e) => Failed::Client(e.to_string()),
+                    CopyError::Write(e) => io(e),
+                })?,
+                read = buf.fill(&mut from_backend) => match read {
+                    Ok(0) => {
+                        return Err(Failed::Io {
+                            error: io::ErrorKind::UnexpectedEof.into(),
+                            answered,
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(error) => return Err(Failed::Io { error, answered }),
+                },
+            }
+        };
+        if let (Some(u), Body::Streamed(_, progress)) = (&upload, &mut self.body) {
+            if u.done() {
+                *progress = Progress::Done;
+            }
+        }
+        Ok((stream, buf, head, upload.filter(|u| !u.done())))
+    }
+}
+
+/// The final response head at the front of `buf`, once complete; interim (1xx) heads are
+/// skipped.
+fn response_head(buf: &mut Buffer, head_request: bool) -> Result<Option<ResponseHead>, Failed> {
+    loop {
+        match parse_response(buf.pending(), MAX_RESPONSE_HEAD, head_request) {
+            Ok(head) if (100..200).contains(&head.status) && head.status != 101 => {
+                // 100 Continue, 103 Early Hints: the final response follows.
+                buf.consume(head.len);
+            }
+            Ok(head) => return Ok(Some(head)),
+            Err(HeadError::Partial) => return Ok(None),
+            Err(e) => return Err(Failed::Malformed(e)),
+        }
+    }
+}
+
+/// Did the backend close (EOF or reset) rather than fail otherwise?
+fn closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+

@@ -1,0 +1,215 @@
+//! One side's read buffer, and relaying a body from one socket to another by its framing:
+//! exactly `Content-Length` bytes, a chunked body to its last chunk and trailers (scanned, not
+//! decoded: the bytes go through as they came), or everything until the sender closes.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::http1::{Chunked, Framing};
+
+/// Bytes read from a socket and not yet used.
+pub(super) struct Buffer {
+    data: Vec<u8>,
+    start: usize,
+}
+
+/// Read size: one syscall's worth for a typical head or body piece.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Buffer {
+    pub(super) fn new() -> Buffer {
+        Buffer {
+            data: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+        }
+    }
+
+    /// The unused bytes.
+    pub(super) fn pending(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
+
+    /// Marks `n` pending bytes used.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.data.len() {
+            self.data.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Takes every pending byte out.
+    pub(super) fn take_all(&mut self) -> Vec<u8> {
+        let rest = self.data.split_off(self.start);
+        self.data.clear();
+        self.start = 0;
+        rest
+    }
+
+    /// Reads more from `stream`; `Ok(0)` at its end. Reading nothing when cancelled.
+    pub(super) async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
+        if self.start > 0 && self.data.capacity() - self.data.len() < READ_CHUNK / 2 {
+            // Move the pending bytes to the front rather than grow.
+            self.data.drain(..self.start);
+            self.start = 0;
+        }
+        self.data.reserve(READ_CHUNK);
+        stream.read_buf(&mut self.data).await
+    }
+}
+
+/// Why a body could not be relayed.
+#[derive(Debug)]
+pub(super) enum CopyError {
+    /// Reading the sender failed, or it closed before the body ended.
+    Read(io::Error),
+    /// Writing to the receiver failed or timed out.
+    Write(io::Error),
+    /// The chunked framing is malformed.
+    Framing(crate::http1::ChunkError),
+}
+
+/// Where one body is: what is left of it by its framing.
+#[derive(Debug)]
+enum Left {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// One direction of a relayed body, advanced a step at a time so two directions can share one
+/// task: each step is one read or one write, and a step that is dropped unfinished did
+/// nothing (a request body still arriving while its response already streams back).
+#[derive(Debug)]
+pub(super) struct Half {
+    left: Left,
+    /// Bytes at the front of the buffer already known to be body, not yet written.
+    ready: usize,
+    /// Since when a write has been waiting on the receiver.
+    write_since: Option<Instant>,
+}
+
+impl Half {
+    /// A body framed as `framing`.
+    pub(super) fn new(framing: Framing) -> Half {
+        let left = match framing {
+            Framing::None | Framing::Length(0) => Left::Done,
+            Framing::Length(n) => Left::Length(n),
+            Framing::Chunked => Left::Chunked(Chunked::default()),
+            Framing::UntilClose => Left::UntilClose,
+        };
+        Half {
+            left,
+            ready: 0,
+            write_since: None,
+        }
+    }
+
+    /// Has the whole body been written?
+    pub(super) fn done(&self) -> bool {
+        matches!(self.left, Left::Done)
+    }
+
+    /// One step: writes body bytes that are in `buf`, or reads more from `from`. A write may
+    /// wait at most `write_timeout` in all, across steps.
+    pub(super) async fn step<R, W>(
+        &mut self,
+        buf: &mut Buffer,
+        from: &mut R,
+        to: &mut W,
+        write_timeout: Duration,
+    ) -> Result<(), CopyError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.ready == 0 && !buf.pending().is_empty() {
+            let pending = buf.pending();
+            self.ready = match &mut self.left {
+                Left::Length(left) => pending
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX)),
+                Left::Chunked(chunked) => chunked.feed(pending).map_err(CopyError::Framing)?,
+                Left::UntilClose => pending.len(),
+                Left::Done => 0,
+            };
+        }
+        if self.ready > 0 {
+            let since = *self.write_since.get_or_insert_with(Instant::now);
+            let n = match tokio::time::timeout_at(
+                since + write_timeout,
+                to.write(&buf.pending()[..self.ready]),
+            )
+            .await
+            {
+                Ok(Ok(0)) => return Err(CopyError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(CopyError::Write(e)),
+                Err(_) => return Err(CopyError::Write(io::ErrorKind::TimedOut.into())),
+            };
+            self.write_since = None;
+            buf.consume(n);
+            self.ready -= n;
+            if let Left::Length(left) = &mut self.left {
+                *left -= n as u64;
+            }
+        }
+        if self.ready == 0 {
+            let ended = match &self.left {
+                Left::Length(left) => *left == 0,
+                Left::Chunked(chunked) => chunked.done(),
+                _ => false,
+            };
+            if ended {
+                self.left = Left::Done;
+                return Ok(());
+            }
+            if buf.pending().is_empty() && !self.done() {
+                match buf.fill(from).await {
+                    Ok(0) if matches!(self.left, Left::UntilClose) => self.left = Left::Done,
+                    Ok(0) => return Err(CopyError::Read(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(CopyError::Read(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Relays a body framed as `framing` from `from` (its first bytes already in `buf`) to `to`.
+/// Bytes after the body stay in `buf`. A write may wait at most `write_timeout`.
+pub(super) async fn copy_body<R, W>(
+    framing: Framing,
+    buf: &mut Buffer,
+    from: &mut R,
+    to: &mut W,
+    write_timeout: Duration,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut half = Half::new(framing);
+    while !half.done() {
+        half.step(buf, from, to, write_timeout).await?;
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` within `timeout`.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), CopyError> {
+    match tokio::time::timeout(timeout, to.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CopyError::Write(e)),
+        Err(_) => Err(CopyError::Write(io::ErrorKind::TimedOut.into())),
+    }
+}

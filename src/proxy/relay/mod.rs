@@ -1,0 +1,485 @@
+//! The HTTP/1.1 relay: the common case of the proxy listener served without rebuilding what
+//! the proxy only passes through. The request head is parsed in place (`http1`), strictly;
+//! the key comes from the raw head through the same affinity code as the hyper path; the head
+//! goes upstream as one buffer minus hop-by-hop headers plus `X-Forwarded-*`; bodies are
+//! relayed as bytes by their framing; the response head is parsed and relayed the same way,
+//! over a raw connection from the worker's pool. Routing, failover, resends, health, load and
+//! metrics are the shared walk's (`walk.rs`).
+//!
+//! What the relay does not handle is handed to hyper with the bytes already read put back in
+//! front ([`Rewind`]): the HTTP/2 preface (h2c), `Upgrade`, `CONNECT`, absolute-form and
+//! asterisk-form targets, targets hyper would rewrite (a fragment, bytes outside the URI
+//! grammar), HTTP/1.0, and requests without `Host`.
+//!
+//! - `buffer.rs`: read buffers and relaying a body by its framing.
+//! - `attempt.rs`: one try at one backend.
+//! - `rewind.rs`: the hand-over to hyper.
+
+mod attempt;
+mod buffer;
+mod rewind;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Method;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use rewind::Rewind;
+
+use self::attempt::{Body, Progress, Relayed, Response};
+use self::buffer::{copy_body, write, Buffer, CopyError, Half};
+use super::body::MAX_REPLAY_BODY;
+use super::error::ProxyError;
+use super::service::Proxy;
+use super::walk::{is_idempotent, position};
+use crate::affinity_template::{Headers, RequestView, Scheme};
+use crate::http1::{parse_request, Framing, HeadError, RequestHead};
+use crate::snapshot::Backend;
+
+/// Largest request head; past it the client gets 431.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// The time limits of one client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From accept to the first complete request head.
+    pub header_timeout: Duration,
+    /// From the end of one response to the next complete request head.
+    pub keepalive_timeout: Duration,
+    /// Each write to the client.
+    pub send_timeout: Duration,
+}
+
+/// How a relayed connection ended.
+pub enum Ended {
+    /// Closed (or to be closed: dropping the socket closes it).
+    Closed,
+    /// hyper is to serve the rest, reading from the request the relay stopped at.
+    HandOver(Rewind),
+}
+
+/// Serves `client` until it closes, overstays, the shutdown starts while it is idle, or a
+/// request needs hyper.
+pub async fn serve(
+    proxy: &Proxy,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let mut buf = Buffer::new();
+    // The first head must be complete within the header timeout of the accept; later ones
+    // within the keep-alive timeout of the previous response.
+    let mut deadline = Instant::now() + limits.header_timeout;
+    loop {
+        let head = match next_head(&mut client, &mut buf, deadline, shutdown).await {
+            Next::Head(head) => head,
+            Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
+            Next::Close => return Ended::Closed,
+            Next::Reject(status, reason) => {
+                let _ = write(
+                    &mut client,
+                    &simple_response(status, reason, b"", true, b""),
+                    limits.send_timeout,
+                )
+                .await;
+                return Ended::Closed;
+            }
+        };
+        if !relayable(buf.pending(), &head) {
+            return Ended::HandOver(Rewind::new(buf.take_all(), client));
+        }
+        if !request(proxy, &mut client, &mut buf, &head, peer, &limits).await
+            || shutdown.is_cancelled()
+        {
+            return Ended::Closed;
+        }
+        deadline = Instant::now() + limits.keepalive_timeout;
+    }
+}
+
+enum Next {
+    Head(RequestHead),
+    HandOver,
+    Close,
+    Reject(u16, &'static str),
+}
+
+/// Reads until a complete head is in `buf`, by `deadline`.
+async fn next_head(
+    client: &mut TcpStream,
+    buf: &mut Buffer,
+    deadline: Instant,
+    shutdown: &CancellationToken,
+) -> Next {
+    loop {
+        let pending = buf.pending();
+        if !pending.is_empty() {
+            // "PRI * HTTP/2.0": the h2c preface. No other method starts with "PR" but WebDAV's
+            // PROPFIND / PROPPATCH, which hyper serves as well.
+            if pending.starts_with(b"PR") {
+                return Next::HandOver;
+            }
+            match parse_request(pending, MAX_REQUEST_HEAD) {
+                Ok(head) => return Next::Head(head),
+                Err(HeadError::Partial) => {}
+                Err(HeadError::TooLarge) => {
+                    return Next::Reject(431, "Request Header Fields Too Large")
+                }
+                Err(HeadError::Malformed(why)) => {
+                    tracing::debug!(reason = why, "refused a malformed request head");
+                    return Next::Reject(400, "Bad Request");
+                }
+            }
+        }
+        tokio::select! {
+            // Idle, or a head half sent: nothing in flight to finish.
+            () = shutdown.cancelled() => return Next::Close,
+            read = tokio::time::timeout_at(deadline, buf.fill(client)) => match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, or overstayed.
+                _ => return Next::Close,
+            },
+        }
+    }
+}
+
+/// Can the relay serve this request, or does it go to hyper?
+fn relayable(buf: &[u8], head: &RequestHead) -> bool {
+    let target = &buf[head.target.clone()];
+    if head.minor != 1 || &buf[head.method.clone()] == b"CONNECT" || !plain_target(target) {
+        return false;
+    }
+    let mut host = false;
+    for (name, _) in &head.headers {
+        let name = &buf[name.clone()];
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            return false;
+        }
+        host |= name.eq_ignore_ascii_case(b"host");
+    }
+    host
+}
+
+/// An origin-form target that hyper would forward byte for byte: `/`, then only bytes the
+/// URI grammar (as the `http` crate reads it) keeps verbatim, no fragment, within its length.
+fn plain_target(target: &[u8]) -> bool {
+    if target.first() != Some(&b'/') || target.len() >= usize::from(u16::MAX) {
+        return false;
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(at) => (&target[..at], &target[at + 1..]),
+        None => (target, &b""[..]),
+    };
+    path.iter().all(|&b| {
+        matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | b'"' | b'{' | b'}')
+    }) && query
+        .iter()
+        .all(|&b| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E))
+}
+
+/// The raw head's headers, for the affinity view.
+struct RawHeaders<'a> {
+    buf: &'a [u8],
+    head: &'a RequestHead,
+}
+
+impl Headers for RawHeaders<'_> {
+    fn each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        for (n, v) in &self.head.headers {
+            f(&self.buf[n.clone()], &self.buf[v.clone()]);
+        }
+    }
+
+    fn values<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]) -> bool) {
+        for (n, v) in &self.head.headers {
+            if self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()) && f(&self.buf[v.clone()])
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Relays one request and its response; answers whether the connection stays open.
+async fn request(
+    proxy: &Proxy,
+    client: &mut TcpStream,
+    buf: &mut Buffer,
+    head: &RequestHead,
+    peer: SocketAddr,
+    limits: &Limits,
+) -> bool {
+    let snapshot = proxy.cluster().load();
+    let settings = &*snapshot.settings;
+    let config = &settings.proxy;
+    let bytes = buf.pending();
+    let method = Method::from_bytes(&bytes[head.method.clone()]).unwrap_or(Method::GET);
+    let routed = {
+        let headers = RawHeaders { buf: bytes, head };
+        let view = RequestView {
+            target: &bytes[head.target.clone()],
+            headers: &headers,
+            peer: peer.ip(),
+            scheme: Scheme::Http,
+        };
+        let key = settings.affinity.extract_view(&view);
+        position(&settings.affinity, &snapshot.ring, key.as_deref())
+    };
+    let mut upstream = Vec::with_capacity(head.len + 128);
+    // Requests without Host go to hyper, so there is always one to keep.
+    crate::http1::request_head(bytes, head, peer.ip(), b"", &mut upstream);
+    buf.consume(head.len);
+    let (position, keyed) = match routed {
+        Ok(p) => p,
+        Err(error) => return refuse(proxy, client, error, head, Progress::Waiting, limits).await,
+    };
+
+    // A small body that may be sent again is read whole first, like the hyper path does.
+    let retry_after_send = config.retry_idempotent && is_idempotent(&method);
+    let body = match head.framing {
+        Framing::None => Body::Sent,
+        Framing::Length(n) if retry_after_send && n <= MAX_REPLAY_BODY => {
+            if let Err(reason) =
+                read_body(client, buf, n as usize, &mut upstream, config.request_timeout).await
+            {
+                let error = ProxyError::ClientBody(reason);
+                return refuse(proxy, client, error, head, Progress::Broken, limits).await;
+            }
+            Body::Sent
+        }
+        framing => Body::Streamed(framing, Progress::Waiting),
+    };
+    let mut relayed = Relayed {
+        method,
+        head: upstream,
+        body,
+        expect_continue: head.expect_continue,
+        client,
+        client_buf: buf,
+        send_timeout: limits.send_timeout,
+    };
+    let chosen = proxy
+        .walk(&snapshot, position, keyed, &mut relayed)
+        .await;
+    let progress = match relayed.body {
+        Body::Sent => Progress::Done,
+        Body::Streamed(_, p) => p,
+    };
+    let (client, client_buf) = (relayed.client, relayed.client_buf);
+    match chosen {
+        Ok(chosen) => {
+            let keep = respond(
+                proxy,
+                client,
+                client_buf,
+                chosen.response,
+                chosen.backend,
+                config.debug_headers,
+                head.close || progress != Progress::Done,
+                limits,
+            )
+            .await;
+            drop(chosen.load);
+            keep
+        }
+        Err(error) => refuse(proxy, client, error, head, progress, limits).await,
+    }
+}
+
+/// Reads an `n`-byte body into `out`, within `timeout`.
+async fn read_body(
+    client: &mut TcpStream,
+    buf: &mut Buffer,
+    n: usize,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let read = async {
+        while buf.pending().len() < n {
+            if buf.fill(client).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => {
+            out.extend_from_slice(&buf.pending()[..n]);
+            buf.consume(n);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Relays the chosen response to the client; answers whether the connection stays open.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    proxy: &Proxy,
+    client: &mut TcpStream,
+    client_buf: &mut Buffer,
+    res: Response,
+    backend: &Backend,
+    debug_headers: bool,
+    close: bool,
+    limits: &Limits,
+) -> bool {
+    let Response {
+        mut stream,
+        mut buf,
+        head,
+        exchange,
+        upload,
+    } = res;
+    let close = close || head.close || upload.is_some();
+    let mut out = Vec::with_capacity(head.len + 64);
+    let debug = [(&b"x-ringproxy-backend"[..], backend.id.as_bytes())];
+    let extra: &[(&[u8], &[u8])] = if debug_headers { &debug } else { &[] };
+    crate::http1::response_head(buf.pending(), &head, extra, close, &mut out);
+    buf.consume(head.len);
+    // The whole body is often here already: one write for head and body.
+    if let (Framing::Length(n), None) = (head.framing, &upload) {
+        if let Ok(n) = usize::try_from(n) {
+            if buf.pending().len() >= n {
+                out.extend_from_slice(&buf.pending()[..n]);
+                buf.consume(n);
+                if let Err(e) = write(client, &out, limits.send_timeout).await {
+                    client_gone(backend, &e);
+                    return false;
+                }
+                exchange.finish();
+                return finish(proxy, backend, stream, &buf, close);
+            }
+        }
+    }
+    if let Err(e) = write(client, &out, limits.send_timeout).await {
+        client_gone(backend, &e);
+        return false;
+    }
+    let relayed = match upload {
+        None => {
+            copy_body(
+                head.framing,
+                &mut buf,
+                &mut stream,
+                client,
+                limits.send_timeout,
+            )
+            .await
+        }
+        Some(up) => duplex(&mut stream, client, client_buf, &mut buf, up, head.framing, limits).await,
+    };
+    match relayed {
+        Ok(()) => {
+            exchange.finish();
+            let reusable = !matches!(head.framing, Framing::UntilClose);
+            finish(proxy, backend, stream, &buf, close || !reusable)
+        }
+        Err(CopyError::Write(e)) => {
+            client_gone(backend, &e);
+            false
+        }
+        Err(e) => {
+            tracing::warn!(backend = %backend.id, error = ?e, "upstream response body failed");
+            false
+        }
+    }
+}
+
+/// The response body down to the client while the rest of the request body goes up, in one
+/// task; ends with the response. (The connection closes after: the request may be unfinished.)
+async fn duplex(
+    backend: &mut TcpStream,
+    client: &mut TcpStream,
+    client_buf: &mut Buffer,
+    buf: &mut Buffer,
+    mut up: Half,
+    framing: Framing,
+    limits: &Limits,
+) -> Result<(), CopyError> {
+    let (mut from_backend, mut to_backend) = backend.split();
+    let (mut from_client, mut to_client) = client.split();
+    let mut down = Half::new(framing);
+    while !down.done() {
+        let uploading = !up.done();
+        tokio::select! {
+            stepped = up.step(client_buf, &mut from_client, &mut to_backend, limits.send_timeout), if uploading => {
+                if stepped.is_err() {
+                    // The client's body broke off; its response may still be read.
+                    up = Half::new(Framing::None);
+                }
+            }
+            stepped = down.step(buf, &mut from_backend, &mut to_client, limits.send_timeout) => stepped?,
+        }
+    }
+    Ok(())
+}
+
+/// The response went out whole: the backend connection goes back to the pool if it can
+/// take another request; answers whether the client connection stays open.
+fn finish(proxy: &Proxy, backend: &Backend, stream: TcpStream, rest: &Buffer, close: bool) -> bool {
+    // Bytes after the response, or a backend that said close: not reusable.
+    if rest.pending().is_empty() && !close {
+        proxy.relay_pool().put(
+            backend.address.clone(),
+            stream,
+            proxy.cluster().load().settings.proxy.upstream_idle_timeout,
+        );
+    }
+    !close
+}
+
+fn client_gone(backend: &Backend, e: &dyn std::fmt::Debug) {
+    tracing::info!(backend = %backend.id, error = ?e, "client stopped reading its response; closing the connection");
+}
+
+/// Answers `error` to the client; the connection stays open only if the request body (if
+/// any) was read to its end and the client did not ask to close.
+async fn refuse(
+    proxy: &Proxy,
+    client: &mut TcpStream,
+    error: ProxyError,
+    head: &RequestHead,
+    progress: Progress,
+    limits: &Limits,
+) -> bool {
+    proxy.metrics().rejected(error.reason());
+    let body_left = match head.framing {
+        Framing::None => false,
+        _ => progress != Progress::Done,
+    };
+    let close = head.close || body_left;
+    let status = error.status();
+    let extra: &[u8] = if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        b"allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    } else {
+        b"content-type: text/plain; charset=utf-8\r\n"
+    };
+    let out = simple_response(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        extra,
+        close,
+        &error.text(),
+    );
+    write(client, &out, limits.send_timeout).await.is_ok() && !close
+}
+
+/// A response of ours: status line, `extra` header lines, `body` with its length.
+fn simple_response(status: u16, reason: &str, extra: &[u8], close: bool, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(extra);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "content-length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(body);
+    out
+}
