@@ -67,7 +67,10 @@ pub fn with_http1_mode(config: &str, mode: &str) -> String {
 /// `[proxy]` alone on its line (spaces and a comment allowed).
 fn is_proxy_header(line: &str) -> bool {
     let line = line.trim();
-    let line = line.split_once('#').map_or(line, |(head, _)| head).trim_end();
+    let line = line
+        .split_once('#')
+        .map_or(line, |(head, _)| head)
+        .trim_end();
     line.strip_prefix('[')
         .and_then(|l| l.strip_suffix(']'))
         .is_some_and(|name| name.trim() == "proxy")

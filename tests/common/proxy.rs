@@ -162,7 +162,8 @@ impl TestProxy {
 
 /// Starts a proxy from `toml_text` (with the suite's HTTP/1 path, see [`with_http1`]).
 pub async fn start_proxy(toml_text: &str) -> TestProxy {
-    let config = Config::parse(&with_http1(toml_text)).unwrap_or_else(|e| panic!("test config: {e}"));
+    let config =
+        Config::parse(&with_http1(toml_text)).unwrap_or_else(|e| panic!("test config: {e}"));
     serve(Server::bind(&config).await.expect("bind"))
 }
 
