@@ -95,9 +95,9 @@ fn assert_same_routing(keys: &[String], before: &[String], after: &[String], wha
     );
 }
 
-/// Writes a config file in place; the next reload reads it.
+/// Writes a config file in place (with the suite's HTTP/1 path); the next reload reads it.
 fn rewrite(file: &TempFile, text: &str) {
-    std::fs::write(&file.path, text).unwrap();
+    write_config(&file.path, text);
 }
 
 /// The `ringproxy_ring_info` series of a `/metrics` text: (fingerprint, value) of each.
@@ -664,11 +664,10 @@ async fn reloads_keep_admin_changes_unless_the_backends_list_changed() {
     let admin = format!("state_file = {:?}", state.display().to_string());
     let config = dir.join("ringproxy.toml");
     let write = |list: &[(&str, u32)]| {
-        std::fs::write(
+        write_config(
             &config,
-            process_config("", &admin, "", &with_addr(list, &backends)),
-        )
-        .unwrap();
+            &process_config("", &admin, "", &with_addr(list, &backends)),
+        );
     };
     write(&[("a", 1), ("b", 1)]);
     let mut p = Ringproxy::start(&config).await;

@@ -248,7 +248,7 @@ async fn a_reload_reports_what_the_plan_said() {
         ),
         b[0].addr
     );
-    std::fs::write(&file.path, next).unwrap();
+    write_config(&file.path, &next);
     let r = p.admin(Method::POST, "/reload", "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let reloaded = r.json();

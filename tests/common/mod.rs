@@ -1,12 +1,14 @@
 //! Test harness shared by the black-box tests: scripted backends on 127.0.0.1:0, an in-process
 //! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, raw client connections and
 //! a recording (and upgrading) backend for hostile-client tests, a scriptable DNS server, a real
-//! nginx to compare with, expected routing computed with the proxy's own `Ring`, and temp files.
+//! nginx to compare with, expected routing computed with the proxy's own `Ring`, temp files,
+//! and the suite-wide HTTP/1 path switch (`RINGPROXY_TEST_HTTP1`, see `http1.rs`).
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod dns;
+mod http1;
 mod nginx;
 mod process;
 mod proxy;
@@ -20,6 +22,8 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use dns::*;
+#[allow(unused_imports)]
+pub use http1::*;
 #[allow(unused_imports)]
 pub use nginx::*;
 #[allow(unused_imports)]

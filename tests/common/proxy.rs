@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::TestBackend;
 use super::client::{Http, Reply};
+use super::http1::{apply_http1_to_file, with_http1};
 
 /// A ringproxy serving in this process until `stop()` (or drop).
 pub struct TestProxy {
@@ -159,13 +160,18 @@ impl TestProxy {
     }
 }
 
+/// Starts a proxy from `toml_text` (with the suite's HTTP/1 path, see [`with_http1`]).
 pub async fn start_proxy(toml_text: &str) -> TestProxy {
-    let config = Config::parse(toml_text).unwrap_or_else(|e| panic!("test config: {e}"));
+    let config =
+        Config::parse(&with_http1(toml_text)).unwrap_or_else(|e| panic!("test config: {e}"));
     serve(Server::bind(&config).await.expect("bind"))
 }
 
 /// Like [`start_proxy`], from the config file at `path`, which `POST /reload` reads again.
+/// The file gets the suite's HTTP/1 path first; rewrite it with [`write_config`] before a
+/// reload so the path stays.
 pub async fn start_proxy_from_file(path: &std::path::Path) -> TestProxy {
+    apply_http1_to_file(path);
     let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
     let server = Server::bind_with_reload(&config, Some(path.to_path_buf()))
         .await
@@ -218,9 +224,9 @@ pub fn config_addrs(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)])
 }
 
 fn config_text(proxy_lines: &str, extra: &str, backends: &str) -> String {
-    format!(
+    with_http1(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n{backends}"
-    )
+    ))
 }
 
 /// A `[health]` line for tests that look at an ejection after it happened: an ejection that

@@ -1,6 +1,7 @@
 //! Raw sockets for hostile-client tests: a client connection that writes exact bytes and never
-//! reads without a deadline, and a recording backend that keeps every request head it got,
-//! counts its connections, and accepts protocol upgrades (echoing the upgraded bytes).
+//! reads without a deadline, and a recording backend that keeps every request head it got
+//! (and, started with `start_body_recorder`, every body and trailer), counts its connections,
+//! and accepts protocol upgrades (echoing the upgraded bytes).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -303,6 +304,13 @@ pub struct Seen {
     pub target: String,
     /// Names lowercased, in order.
     pub headers: Vec<(String, String)>,
+    /// With [`start_body_recorder`]: the body as the backend decoded it (de-chunked).
+    pub body: Vec<u8>,
+    /// With [`start_body_recorder`]: the trailer fields after a chunked body, names lowercased.
+    pub trailers: Vec<(String, String)>,
+    /// With [`start_body_recorder`]: why reading the body failed (then `body` is what came
+    /// before), or `None` for a whole body.
+    pub body_error: Option<String>,
 }
 
 impl Seen {
@@ -394,6 +402,17 @@ impl Drop for OpenGuard {
 /// Starts a [`Recorder`] on a thread and runtime of its own, so that a backend streaming a
 /// large body never delays the test's reads (and so its timing assertions).
 pub async fn start_recorder(name: &str) -> Recorder {
+    start_recorder_inner(name, false)
+}
+
+/// A [`Recorder`] that records each head on arrival, then reads the body to its end (at most
+/// 5 s) and completes the record — decoded body, trailers, or how the body broke — before it
+/// answers 200 with its name. For tests comparing what different client paths deliver.
+pub async fn start_body_recorder(name: &str) -> Recorder {
+    start_recorder_inner(name, true)
+}
+
+fn start_recorder_inner(name: &str, bodies: bool) -> Recorder {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -403,7 +422,7 @@ pub async fn start_recorder(name: &str) -> Recorder {
     let stop = CancellationToken::new();
     let serve = serve_recorder(
         listener,
-        name.to_string(),
+        (name.to_string(), bodies),
         seen.clone(),
         accepted.clone(),
         open.clone(),
@@ -437,7 +456,7 @@ pub async fn start_recorder(name: &str) -> Recorder {
 
 async fn serve_recorder(
     listener: std::net::TcpListener,
-    name: String,
+    (name, bodies): (String, bool),
     seen: Arc<Mutex<Vec<Seen>>>,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
@@ -457,7 +476,12 @@ async fn serve_recorder(
         conns.spawn(async move {
             let service = service_fn(move |req| {
                 let (name, seen, guard) = (name.clone(), seen.clone(), guard.clone());
-                async move { Ok::<_, Infallible>(record(&name, &seen, guard, req).await) }
+                async move {
+                    if bodies {
+                        return Ok::<_, Infallible>(record_with_body(&name, &seen, req).await);
+                    }
+                    Ok(record(&name, &seen, guard, req).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -467,26 +491,74 @@ async fn serve_recorder(
     }
 }
 
+fn head_of(req: &Request<Incoming>) -> Seen {
+    Seen {
+        method: req.method().to_string(),
+        target: req.uri().to_string(),
+        headers: fields(req.headers()),
+        body: Vec::new(),
+        trailers: Vec::new(),
+        body_error: None,
+    }
+}
+
+fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn record_with_body(
+    name: &str,
+    seen: &Mutex<Vec<Seen>>,
+    req: Request<Incoming>,
+) -> Response<BackendBody> {
+    // The head is recorded on arrival, so a head whose body never completes is seen too.
+    let mut got = head_of(&req);
+    got.body_error = Some("body not read to its end yet".to_string());
+    let at = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(got.clone());
+        seen.len() - 1
+    };
+    let mut body = req.into_body();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            match frame.into_data() {
+                Ok(data) => got.body.extend_from_slice(&data),
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        got.trailers.extend(fields(&trailers));
+                    }
+                }
+            }
+        }
+        Ok::<(), String>(())
+    };
+    got.body_error = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("body not complete within 5s".to_string()),
+    };
+    seen.lock().unwrap()[at] = got;
+    let mut res = Response::new(full(name.to_string()));
+    res.headers_mut().insert("x-backend", name.parse().unwrap());
+    res
+}
+
 async fn record(
     name: &str,
     seen: &Mutex<Vec<Seen>>,
     guard: Arc<OpenGuard>,
     mut req: Request<Incoming>,
 ) -> Response<BackendBody> {
-    seen.lock().unwrap().push(Seen {
-        method: req.method().to_string(),
-        target: req.uri().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-    });
+    seen.lock().unwrap().push(head_of(&req));
     if let Some(protocol) = req.headers().get(http::header::UPGRADE).cloned() {
         let upgrade = hyper::upgrade::on(&mut req);
         // The tunnel keeps the connection counted as open until it ends.
