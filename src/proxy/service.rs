@@ -4,17 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
 use super::pool::Pool;
-use tokio::net::TcpStream;
 use super::upstream::{ResponseBody, Timeouts, Upstream};
 use super::walk::{is_idempotent, position, Attempts};
 use super::{target, upgrade};
@@ -25,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{Backend, Cluster};
 use crate::traffic::Traffic;
 use crate::{forwarded, hop};
+use tokio::net::TcpStream;
 
 const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-backend");
 
@@ -148,12 +148,18 @@ impl Proxy {
         backend: &Backend,
         config: &ProxyConfig,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        // A body of unknown length goes chunked, whatever the method: hyper's client would
+        // otherwise send a GET's (or HEAD's) body as none at all.
+        let chunked = body.size_hint().exact().is_none() && !body.is_end_stream();
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = Uri::from(head.path.clone());
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         *headers = head.headers.clone();
+        if chunked {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
         // HTTP/1.0 clients may send no Host; HTTP/1.1 requires one upstream.
         if !headers.contains_key(HOST) {
             if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {

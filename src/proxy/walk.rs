@@ -8,13 +8,13 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 
 use super::error::ProxyError;
-use crate::affinity::{AffinityConfig, OnMissing};
-use crate::ring::Ring;
 use super::service::Proxy;
+use crate::affinity::{AffinityConfig, OnMissing};
 use crate::clock::now_ms;
 use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};
 use crate::health::Transition;
 use crate::load::LoadGuard;
+use crate::ring::Ring;
 use crate::snapshot::{Backend, RampDirection, Snapshot};
 
 /// One request's attempts against backends, as one server path makes them.

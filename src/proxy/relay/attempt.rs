@@ -69,7 +69,10 @@ pub(super) struct Response {
 enum Failed {
     Connect(ProxyError),
     /// The connection failed; `answered` if any response byte came.
-    Io { error: io::Error, answered: bool },
+    Io {
+        error: io::Error,
+        answered: bool,
+    },
     Malformed(HeadError),
     Client(String),
 }
@@ -292,4 +295,3 @@ fn closed(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
     )
 }
-

@@ -244,8 +244,14 @@ async fn request(
     let body = match head.framing {
         Framing::None => Body::Sent,
         Framing::Length(n) if retry_after_send && n <= MAX_REPLAY_BODY => {
-            if let Err(reason) =
-                read_body(client, buf, n as usize, &mut upstream, config.request_timeout).await
+            if let Err(reason) = read_body(
+                client,
+                buf,
+                n as usize,
+                &mut upstream,
+                config.request_timeout,
+            )
+            .await
             {
                 let error = ProxyError::ClientBody(reason);
                 return refuse(proxy, client, error, head, Progress::Broken, limits).await;
@@ -263,9 +269,7 @@ async fn request(
         client_buf: buf,
         send_timeout: limits.send_timeout,
     };
-    let chosen = proxy
-        .walk(&snapshot, position, keyed, &mut relayed)
-        .await;
+    let chosen = proxy.walk(&snapshot, position, keyed, &mut relayed).await;
     let progress = match relayed.body {
         Body::Sent => Progress::Done,
         Body::Streamed(_, p) => p,
@@ -373,7 +377,18 @@ async fn respond(
             )
             .await
         }
-        Some(up) => duplex(&mut stream, client, client_buf, &mut buf, up, head.framing, limits).await,
+        Some(up) => {
+            duplex(
+                &mut stream,
+                client,
+                client_buf,
+                &mut buf,
+                up,
+                head.framing,
+                limits,
+            )
+            .await
+        }
     };
     match relayed {
         Ok(()) => {
