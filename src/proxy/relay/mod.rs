@@ -353,12 +353,14 @@ async fn respond(
             if buf.pending().len() >= n {
                 out.extend_from_slice(&buf.pending()[..n]);
                 buf.consume(n);
+                // The backend is done with: its connection is free before the client's write.
+                exchange.finish();
+                let keep = finish(proxy, backend, stream, &buf, close);
                 if let Err(e) = write(client, &out, limits.send_timeout).await {
                     client_gone(backend, &e);
                     return false;
                 }
-                exchange.finish();
-                return finish(proxy, backend, stream, &buf, close);
+                return keep;
             }
         }
     }
