@@ -139,7 +139,7 @@ impl Proxy {
         &self.metrics
     }
 
-    /// One attempt against one backend, bounded by the request timeout.
+    /// One attempt against one backend (the walk bounds it by the request timeout).
     async fn send(
         &self,
         head: &Head,
@@ -192,34 +192,17 @@ impl Proxy {
                 }
             }
         };
-        match tokio::time::timeout(config.request_timeout, sent).await {
-            Ok(Ok(mut res)) => {
+        match sent.await {
+            Ok(mut res) => {
                 exchange.first_byte();
                 res.body_mut().time(exchange);
                 Ok(res)
             }
-            Ok(Err(e)) if client_body.client_failed() => {
-                // The client's body broke the exchange: the client's error, not the backend's.
-                let reason = super::upstream::describe(&e);
-                tracing::info!(backend = %backend.id, error = %reason, "client request body failed");
-                Err(ProxyError::ClientBody(reason))
+            // The client's body broke the exchange: the client's error, not the backend's.
+            Err(e) if client_body.client_failed() => {
+                Err(ProxyError::ClientBody(super::upstream::describe(&e)))
             }
-            Ok(Err(e)) => {
-                let error = ProxyError::upstream(&backend.id, &e);
-                if let ProxyError::Stale { .. } = error {
-                    // Usually resent at once; `forward` warns if it is not.
-                    tracing::debug!(backend = %backend.id, address = %backend.address, %error, "reused upstream connection closed under the request");
-                } else {
-                    tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
-                }
-                Err(error)
-            }
-            Err(_elapsed) => {
-                tracing::warn!(backend = %backend.id, timeout = ?config.request_timeout, "upstream request timed out");
-                Err(ProxyError::Timeout {
-                    backend: backend.id.to_string(),
-                })
-            }
+            Err(e) => Err(ProxyError::upstream(&backend.id, &e)),
         }
     }
 }

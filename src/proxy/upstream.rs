@@ -243,16 +243,21 @@ fn closed_under_us(e: &hyper::Error) -> bool {
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            return matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            );
+            return reset(io.kind());
         }
         source = s.source();
     }
     false
+}
+
+/// Did the peer reset or abort the connection (rather than fail otherwise)?
+pub(crate) fn reset(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// A backend connection lent to one response; back to the pool when the body is done.

@@ -31,7 +31,8 @@ pub(crate) trait Attempts {
     /// Could the body be sent again after it has been sent?
     fn replayable(&self) -> bool;
 
-    /// One attempt at `backend`, bounded by the request timeout.
+    /// One attempt at `backend`. The walk bounds it by the request timeout and logs how it
+    /// failed.
     async fn send(
         &mut self,
         proxy: &Proxy,
@@ -103,7 +104,7 @@ impl Proxy {
             }
             attempts += 1;
             let load = LoadGuard::start(&backend.load, &self.traffic().total);
-            let mut sent = request.send(self, backend, config).await;
+            let mut sent = self.attempt(request, backend, config).await;
             if matches!(sent, Err(ProxyError::Stale { .. }))
                 && is_idempotent(request.method())
                 && request.replayable()
@@ -111,7 +112,7 @@ impl Proxy {
             {
                 // Resent once, like a request that never left: the backend closed an idle
                 // connection as it went out, which says nothing about the backend's health.
-                sent = request.send(self, backend, config).await;
+                sent = self.attempt(request, backend, config).await;
             }
             match sent {
                 Ok(res) => {
@@ -167,6 +168,42 @@ impl Proxy {
             });
         }
         Err(last_error.unwrap_or(ProxyError::AllDown { skipped }))
+    }
+
+    /// One attempt, bounded by the request timeout; a failure is logged here, once for both
+    /// server paths.
+    async fn attempt<A: Attempts>(
+        &self,
+        request: &mut A,
+        backend: &Backend,
+        config: &ProxyConfig,
+    ) -> Result<A::Response, ProxyError> {
+        let sent =
+            tokio::time::timeout(config.request_timeout, request.send(self, backend, config));
+        let error = match sent.await {
+            Ok(Ok(res)) => return Ok(res),
+            Ok(Err(error)) => error,
+            Err(_elapsed) => ProxyError::Timeout {
+                backend: backend.id.to_string(),
+            },
+        };
+        match &error {
+            // Usually resent at once; the walk warns if it is not.
+            ProxyError::Stale { .. } => {
+                tracing::debug!(backend = %backend.id, address = %backend.address, %error, "reused upstream connection closed under the request");
+            }
+            // The client's body broke the exchange: the client's error, not the backend's.
+            ProxyError::ClientBody(reason) => {
+                tracing::info!(backend = %backend.id, error = %reason, "client request body failed");
+            }
+            ProxyError::Timeout { .. } => {
+                tracing::warn!(backend = %backend.id, timeout = ?config.request_timeout, "upstream request timed out");
+            }
+            _ => {
+                tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
+            }
+        }
+        Err(error)
     }
 
     /// May this request leave an owner that is over its bound? Any request with

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::buffer::{write, Buffer, CopyError, Half};
@@ -16,7 +17,7 @@ use crate::http1::{parse_response, Framing, HeadError, ResponseHead};
 use crate::metrics::Exchange;
 use crate::proxy::error::ProxyError;
 use crate::proxy::service::Proxy;
-use crate::proxy::upstream::connect_tcp;
+use crate::proxy::upstream::{connect_tcp, reset};
 use crate::proxy::walk::Attempts;
 use crate::snapshot::Backend;
 
@@ -103,63 +104,36 @@ impl Attempts for Relayed<'_> {
             Some(stream) => (Some(stream), true),
             None => (None, false),
         };
-        let exchanged = tokio::time::timeout(
-            config.request_timeout,
-            self.exchange(proxy, backend, config, stream),
-        )
-        .await;
-        match exchanged {
-            Ok(Ok((stream, buf, head, upload))) => {
+        let backend_id = || backend.id.to_string();
+        let error = match self.exchange(proxy, backend, config, stream).await {
+            Ok((stream, buf, head, upload)) => {
                 exchange.first_byte();
-                Ok(Response {
+                return Ok(Response {
                     stream,
                     buf,
                     head,
                     exchange,
                     upload,
-                })
+                });
             }
-            Ok(Err(Failed::Connect(error))) => {
-                tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
-                Err(error)
-            }
-            Ok(Err(Failed::Client(reason))) => {
-                tracing::info!(backend = %backend.id, error = %reason, "client request body failed");
-                Err(ProxyError::ClientBody(reason))
-            }
-            Ok(Err(Failed::Io { error, answered })) => {
-                let backend_id = backend.id.to_string();
-                if reused && !answered && closed(&error) {
-                    let error = ProxyError::Stale {
-                        backend: backend_id,
-                        reason: error.to_string(),
-                    };
-                    tracing::debug!(backend = %backend.id, address = %backend.address, %error, "reused upstream connection closed under the request");
-                    Err(error)
-                } else {
-                    let error = ProxyError::Upstream {
-                        backend: backend_id,
-                        reason: error.to_string(),
-                    };
-                    tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
-                    Err(error)
+            Err(Failed::Connect(error)) => error,
+            Err(Failed::Client(reason)) => ProxyError::ClientBody(reason),
+            Err(Failed::Io { error, answered }) if reused && !answered && closed(error.kind()) => {
+                ProxyError::Stale {
+                    backend: backend_id(),
+                    reason: error.to_string(),
                 }
             }
-            Ok(Err(Failed::Malformed(e))) => {
-                let error = ProxyError::Upstream {
-                    backend: backend.id.to_string(),
-                    reason: format!("invalid response head: {e}"),
-                };
-                tracing::warn!(backend = %backend.id, address = %backend.address, %error, "upstream request failed");
-                Err(error)
-            }
-            Err(_elapsed) => {
-                tracing::warn!(backend = %backend.id, timeout = ?config.request_timeout, "upstream request timed out");
-                Err(ProxyError::Timeout {
-                    backend: backend.id.to_string(),
-                })
-            }
-        }
+            Err(Failed::Io { error, .. }) => ProxyError::Upstream {
+                backend: backend_id(),
+                reason: error.to_string(),
+            },
+            Err(Failed::Malformed(e)) => ProxyError::Upstream {
+                backend: backend_id(),
+                reason: format!("invalid response head: {e}"),
+            },
+        };
+        Err(error)
     }
 
     fn status(res: &Response) -> u16 {
@@ -203,12 +177,7 @@ impl Relayed<'_> {
             error,
             answered: false,
         };
-        write(&mut stream, &self.head, config.request_timeout)
-            .await
-            .map_err(|e| match e {
-                CopyError::Write(e) | CopyError::Read(e) => io(e),
-                CopyError::Framing(e) => Failed::Client(e.to_string()),
-            })?;
+        stream.write_all(&self.head).await.map_err(io)?;
         let head_request = self.method == Method::HEAD;
         let mut buf = Buffer::new();
         let mut upload = match &mut self.body {
@@ -285,13 +254,8 @@ fn response_head(buf: &mut Buffer, head_request: bool) -> Result<Option<Response
     }
 }
 
-/// Did the backend close (EOF or reset) rather than fail otherwise?
-fn closed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
+/// Did the backend close (EOF — hyper's "incomplete message" — or reset) rather than fail
+/// otherwise?
+fn closed(kind: io::ErrorKind) -> bool {
+    kind == io::ErrorKind::UnexpectedEof || reset(kind)
 }
