@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::UpstreamBody;
-use super::upstream::{connect_upgradable, UpstreamError};
+use super::upstream::{connect, UpstreamError};
 use crate::clock::now_ms;
 use crate::sync::lock;
 
@@ -78,7 +78,7 @@ impl Requested {
         connect_timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         keep(req.headers_mut(), &self.protocol);
-        let mut sender = connect_upgradable(address, connect_timeout).await?;
+        let mut sender = connect(address, connect_timeout, true).await?;
         let mut res = sender
             .send_request(req)
             .await

@@ -101,7 +101,7 @@ impl Upstream {
         // Boxed: the connect future is large and rarely needed; inline it would be moved
         // around with every request's future.
         let connecting = Instant::now();
-        let mut sender = Box::pin(connect(address, timeouts.connect)).await?;
+        let mut sender = Box::pin(connect(address, timeouts.connect, false)).await?;
         opened(connecting.elapsed());
         match sender.send_request(req).await {
             Ok(res) => Ok(self.lease(res, sender, address, timeouts.idle)),
@@ -134,10 +134,12 @@ impl Upstream {
     }
 }
 
-/// Opens an HTTP/1.1 connection to `address`, driven by a task on the current runtime.
+/// Opens an HTTP/1.1 connection to `address`, driven by a task on the current runtime; with
+/// `upgrades`, a request on it may switch protocols (the connection can be upgraded).
 pub async fn connect<B>(
     address: &str,
     connect_timeout: Duration,
+    upgrades: bool,
 ) -> Result<SendRequest<B>, UpstreamError>
 where
     B: Body + Send + 'static,
@@ -146,26 +148,12 @@ where
 {
     let (sender, conn) = handshake(address, connect_timeout).await?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
-/// [`connect`] for a request that may switch protocols: the connection can be upgraded.
-pub async fn connect_upgradable<B>(
-    address: &str,
-    connect_timeout: Duration,
-) -> Result<SendRequest<B>, UpstreamError>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    let (sender, conn) = handshake(address, connect_timeout).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
+        let ended = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %describe(&e), "upstream connection ended with an error");
         }
     });

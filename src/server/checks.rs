@@ -100,7 +100,7 @@ async fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<bool,
     if let Ok(host) = HeaderValue::from_str(backend.authority.as_str()) {
         req.headers_mut().insert(HOST, host);
     }
-    let mut sender = connect(&backend.address, timeout)
+    let mut sender = connect(&backend.address, timeout, false)
         .await
         .map_err(|e| describe(&e))?;
     let res = sender.send_request(req).await.map_err(|e| describe(&e))?;
