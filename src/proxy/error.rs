@@ -175,23 +175,24 @@ impl ProxyError {
         }
     }
 
+    /// The header fields of the answer the client gets, besides its framing.
+    pub fn headers(&self) -> impl Iterator<Item = (header::HeaderName, &'static str)> {
+        let allow = (self.status() == StatusCode::METHOD_NOT_ALLOWED).then_some((
+            header::ALLOW,
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE",
+        ));
+        std::iter::once((header::CONTENT_TYPE, "text/plain; charset=utf-8")).chain(allow)
+    }
+
     /// The answer the client gets.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let text = self.text();
         let mut res = Response::new(Either::Right(Full::new(text)));
         *res.status_mut() = status;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            res.headers_mut().insert(
-                header::ALLOW,
-                header::HeaderValue::from_static(
-                    "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE",
-                ),
-            );
+        for (name, value) in self.headers() {
+            res.headers_mut()
+                .insert(name, header::HeaderValue::from_static(value));
         }
         res
     }

@@ -473,15 +473,14 @@ async fn refuse(
     };
     let close = head.close || body_left;
     let status = error.status();
-    let extra: &[u8] = if status == http::StatusCode::METHOD_NOT_ALLOWED {
-        b"allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    } else {
-        b"content-type: text/plain; charset=utf-8\r\n"
-    };
+    let mut extra = Vec::new();
+    for (name, value) in error.headers() {
+        let _ = write!(extra, "{name}: {value}\r\n");
+    }
     let out = simple_response(
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
-        extra,
+        &extra,
         close,
         &error.text(),
     );
