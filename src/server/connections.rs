@@ -148,7 +148,8 @@ pub async fn serve<H, F, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builders: Option<(Policy, auto::Builder<TokioExecutor>)> = None;
+    // Shared with the connection tasks; a connection the relay keeps never needs it.
+    let mut builders: Option<(Policy, Arc<auto::Builder<TokioExecutor>>)> = None;
     let conns = Connections::default();
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -168,7 +169,7 @@ pub async fn serve<H, F, B>(
         // One builder per policy; a reload that changes the policy makes a new one.
         let builder = match &builders {
             Some((p, b)) if *p == policy => b,
-            _ => &builders.insert((policy, builder(&policy))).1,
+            _ => &builders.insert((policy, Arc::new(builder(&policy)))).1,
         };
         let handler = handler.clone();
         // Shared with the requests, so a tunnel born of an upgrade keeps the connection's slot.

@@ -37,6 +37,7 @@ use super::error::ProxyError;
 use super::service::Proxy;
 use super::walk::{is_idempotent, position};
 use crate::affinity_template::{Headers, RequestView, Scheme};
+use crate::config::ProxyConfig;
 use crate::http1::{parse_request, Framing, HeadError, RequestHead};
 use crate::snapshot::Backend;
 
@@ -283,7 +284,7 @@ async fn request(
                 client_buf,
                 chosen.response,
                 chosen.backend,
-                config.debug_headers,
+                config,
                 head.close || progress != Progress::Done,
                 limits,
             )
@@ -330,7 +331,7 @@ async fn respond(
     client_buf: &mut Buffer,
     res: Response,
     backend: &Backend,
-    debug_headers: bool,
+    config: &ProxyConfig,
     close: bool,
     limits: &Limits,
 ) -> bool {
@@ -344,7 +345,7 @@ async fn respond(
     let close = close || head.close || upload.is_some();
     let mut out = Vec::with_capacity(head.len + 64);
     let debug = [(&b"x-ringproxy-backend"[..], backend.id.as_bytes())];
-    let extra: &[(&[u8], &[u8])] = if debug_headers { &debug } else { &[] };
+    let extra: &[(&[u8], &[u8])] = if config.debug_headers { &debug } else { &[] };
     crate::http1::response_head(buf.pending(), &head, extra, close, &mut out);
     buf.consume(head.len);
     // The whole body is often here already: one write for head and body.
@@ -355,7 +356,7 @@ async fn respond(
                 buf.consume(n);
                 // The backend is done with: its connection is free before the client's write.
                 exchange.finish();
-                let keep = finish(proxy, backend, stream, &buf, close);
+                let keep = finish(proxy, backend, config, stream, &buf, close);
                 if let Err(e) = write(client, &out, limits.send_timeout).await {
                     client_gone(backend, &e);
                     return false;
@@ -396,7 +397,7 @@ async fn respond(
         Ok(()) => {
             exchange.finish();
             let reusable = !matches!(head.framing, Framing::UntilClose);
-            finish(proxy, backend, stream, &buf, close || !reusable)
+            finish(proxy, backend, config, stream, &buf, close || !reusable)
         }
         Err(CopyError::Write(e)) => {
             client_gone(backend, &e);
@@ -440,13 +441,20 @@ async fn duplex(
 
 /// The response went out whole: the backend connection goes back to the pool if it can
 /// take another request; answers whether the client connection stays open.
-fn finish(proxy: &Proxy, backend: &Backend, stream: TcpStream, rest: &Buffer, close: bool) -> bool {
+fn finish(
+    proxy: &Proxy,
+    backend: &Backend,
+    config: &ProxyConfig,
+    stream: TcpStream,
+    rest: &Buffer,
+    close: bool,
+) -> bool {
     // Bytes after the response, or a backend that said close: not reusable.
     if rest.pending().is_empty() && !close {
         proxy.relay_pool().put(
             backend.address.clone(),
             stream,
-            proxy.cluster().load().settings.proxy.upstream_idle_timeout,
+            config.upstream_idle_timeout,
         );
     }
     !close
