@@ -9,11 +9,10 @@
 //! by another coding are refused; `chunked` last is chunked; other codings, or no framing
 //! header, are read until the backend closes. A refused response is a 502 for the client.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::head::{
-    check_value, complete, range_of, strict_line_endings, ConnectionOptions, FramingHeaders,
-};
+use super::head::{complete, range_of, strict_line_endings, ConnectionOptions, FramingHeaders};
 use super::{Framing, HeadError, MAX_HEADERS};
 
 /// A parsed response head: everything as ranges into the buffer it was parsed from.
@@ -43,9 +42,14 @@ pub fn parse_response(
     limit: usize,
     head_request: bool,
 ) -> Result<ResponseHead, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut storage);
-    let len = complete(res.parse(buf), buf.len(), limit)?;
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut storage,
+    );
+    let len = complete(parsed, buf.len(), limit)?;
     let head_bytes = &buf[..len];
     strict_line_endings(head_bytes)?;
     let status = res.code.ok_or(HeadError::Malformed("no status"))?;
@@ -69,7 +73,6 @@ pub fn parse_response(
     let mut connection = ConnectionOptions::default();
     for h in res.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
-        check_value(value)?;
         head.headers
             .push((range_of(buf, name), range_of(buf, value)));
         // A bodiless response's framing headers describe a body it does not carry.

@@ -242,6 +242,10 @@ impl Relayed<'_> {
 /// skipped.
 fn response_head(buf: &mut Buffer, head_request: bool) -> Result<Option<ResponseHead>, Failed> {
     loop {
+        // Nothing read yet (the first pass, before the backend has answered).
+        if buf.pending().is_empty() {
+            return Ok(None);
+        }
         match parse_response(buf.pending(), MAX_RESPONSE_HEAD, head_request) {
             Ok(head) if (100..200).contains(&head.status) && head.status != 101 => {
                 // 100 Continue, 103 Early Hints: the final response follows.

@@ -2,7 +2,11 @@
 //! exactly `Content-Length` bytes, a chunked body to its last chunk and trailers (scanned, not
 //! decoded: the bytes go through as they came), or everything until the sender closes.
 
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,12 +23,24 @@ pub(super) struct Buffer {
 /// Read size: one syscall's worth for a typical head or body piece.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Buffers kept for reuse per worker thread, and the largest one kept: a response buffer is
+/// taken and dropped once per request, and allocating 16 KiB each time costs more than
+/// parsing the response head.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_CAPACITY: usize = 2 * READ_CHUNK;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Buffer {
     pub(super) fn new() -> Buffer {
-        Buffer {
-            data: Vec::with_capacity(READ_CHUNK),
-            start: 0,
-        }
+        let data = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK));
+        Buffer { data, start: 0 }
     }
 
     /// The unused bytes.
@@ -58,6 +74,23 @@ impl Buffer {
         }
         self.data.reserve(READ_CHUNK);
         stream.read_buf(&mut self.data).await
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if self.data.capacity() < READ_CHUNK || self.data.capacity() > SPARE_CAPACITY {
+            return;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        // Gone only when the thread is exiting.
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(data);
+            }
+        });
     }
 }
 
@@ -139,13 +172,15 @@ impl Half {
             };
         }
         if self.ready > 0 {
-            let since = *self.write_since.get_or_insert_with(Instant::now);
-            let n = match tokio::time::timeout_at(
-                since + write_timeout,
-                to.write(&buf.pending()[..self.ready]),
-            )
-            .await
-            {
+            let mut writing = pin!(to.write(&buf.pending()[..self.ready]));
+            let written = match ready_now(writing.as_mut()).await {
+                Some(written) => Ok(written),
+                None => {
+                    let since = *self.write_since.get_or_insert_with(Instant::now);
+                    tokio::time::timeout_at(since + write_timeout, writing).await
+                }
+            };
+            let n = match written {
                 Ok(Ok(0)) => return Err(CopyError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(CopyError::Write(e)),
@@ -207,9 +242,26 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     timeout: Duration,
 ) -> Result<(), CopyError> {
-    match tokio::time::timeout(timeout, to.write_all(bytes)).await {
+    let mut writing = pin!(to.write_all(bytes));
+    let written = match ready_now(writing.as_mut()).await {
+        Some(written) => Ok(written),
+        None => tokio::time::timeout(timeout, writing).await,
+    };
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(CopyError::Write(e)),
         Err(_) => Err(CopyError::Write(io::ErrorKind::TimedOut.into())),
     }
+}
+
+/// Polls `f` once: its output if it is ready at once. A write usually is (the socket has
+/// room), and then needs no timer: arming one costs more than the write's own work.
+async fn ready_now<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    poll_fn(|cx| {
+        Poll::Ready(match f.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }

@@ -21,12 +21,13 @@ mod rewind;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use http::Method;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use rewind::Rewind;
 
@@ -73,11 +74,13 @@ pub async fn serve(
     shutdown: &CancellationToken,
 ) -> Ended {
     let mut buf = Buffer::new();
+    // One wait for the shutdown for the connection's life, not one per request.
+    let mut stopping = pin!(shutdown.cancelled());
     // The first head must be complete within the header timeout of the accept; later ones
     // within the keep-alive timeout of the previous response.
     let mut deadline = Instant::now() + limits.header_timeout;
     loop {
-        let head = match next_head(&mut client, &mut buf, deadline, shutdown).await {
+        let head = match next_head(&mut client, &mut buf, deadline, stopping.as_mut()).await {
             Next::Head(head) => head,
             Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
             Next::Close => return Ended::Closed,
@@ -115,7 +118,7 @@ async fn next_head(
     client: &mut TcpStream,
     buf: &mut Buffer,
     deadline: Instant,
-    shutdown: &CancellationToken,
+    mut stopping: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> Next {
     loop {
         let pending = buf.pending();
@@ -139,7 +142,7 @@ async fn next_head(
         }
         tokio::select! {
             // Idle, or a head half sent: nothing in flight to finish.
-            () = shutdown.cancelled() => return Next::Close,
+            () = stopping.as_mut() => return Next::Close,
             read = tokio::time::timeout_at(deadline, buf.fill(client)) => match read {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or overstayed.
