@@ -78,13 +78,17 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
         &mut storage,
     );
     let len = complete(parsed, buf.len(), limit)?;
-    strict_line_endings(&buf[..len])?;
     let method = range_of(
         buf,
         req.method
             .ok_or(HeadError::Malformed("no method"))?
             .as_bytes(),
     );
+    let names = req
+        .headers
+        .iter()
+        .map(|h| range_of(buf, h.name.as_bytes()).start);
+    crlf_line_ends(&buf[..len], method.start, names)?;
     let target = range_of(
         buf,
         req.path
@@ -261,26 +265,29 @@ impl FramingHeaders {
     }
 }
 
-/// Every LF preceded by CR and every CR followed by LF: no bare CR or LF for two parsers to
-/// read differently (httparse accepts a bare LF as a line end), and no line starting with
-/// space or tab (obs-fold). Only the line ends are visited: a head has a few lines and many
-/// bytes.
-pub(super) fn strict_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    let mut lines = 0;
-    for at in memchr::memchr_iter(b'\n', head) {
-        if at == 0 || head[at - 1] != b'\r' {
-            return Err(HeadError::Malformed("bare LF"));
-        }
-        if matches!(head.get(at + 1), Some(b' ' | b'\t')) {
-            return Err(HeadError::Malformed("obs-fold"));
-        }
-        lines += 1;
+/// Every line of `head` ends in CRLF: no bare CR or LF for two parsers to read differently.
+/// `head` is complete as httparse accepted it, and httparse refuses a CR not followed by LF
+/// and obs-fold but takes a bare LF as a line end. The line ends it found are known places:
+/// the empty lines skipped before the start line (`head[..start]`), the two bytes before each
+/// header name (`names`: where each starts), and the last four bytes (the last line's end and
+/// the empty line). Checking those is the whole check, without visiting every byte.
+pub(super) fn crlf_line_ends(
+    head: &[u8],
+    start: usize,
+    mut names: impl Iterator<Item = usize>,
+) -> Result<(), HeadError> {
+    let crlf_at = |at: usize| head.get(at..at + 2) == Some(b"\r\n");
+    let len = head.len();
+    if (0..start).step_by(2).all(crlf_at)
+        && len >= 4
+        && crlf_at(len - 4)
+        && crlf_at(len - 2)
+        && names.all(|at| at >= 2 && crlf_at(at - 2))
+    {
+        Ok(())
+    } else {
+        Err(HeadError::Malformed("a line not ending in CRLF"))
     }
-    // Each LF has its CR just before it; as many CRs as LFs leaves none alone.
-    if memchr::memchr_iter(b'\r', head).count() != lines {
-        return Err(HeadError::Malformed("bare CR"));
-    }
-    Ok(())
 }
 
 /// A Content-Length value: 1*DIGIT, nothing else (no sign, no spaces inside, no list).
@@ -358,6 +365,66 @@ mod tests {
                 "{bad:?}: {:?}",
                 parse(bad)
             );
+        }
+    }
+
+    /// Every byte visited: what `crlf_line_ends` must agree with on heads httparse accepts.
+    fn every_line_ends_in_crlf(head: &[u8]) -> bool {
+        head.iter().enumerate().all(|(i, &b)| match b {
+            b'\n' => i > 0 && head[i - 1] == b'\r',
+            b'\r' => head.get(i + 1) == Some(&b'\n'),
+            _ => true,
+        })
+    }
+
+    fn head_from(prefix: &str, start: &str, lines: &[(&str, &str)], last: &str) -> Vec<u8> {
+        let mut text = format!("{prefix}{start}");
+        for (line, end) in lines {
+            text.push_str(line);
+            text.push_str(end);
+        }
+        text.push_str(last);
+        text.into_bytes()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Line ends checked at the places httparse found them agree with a scan of every
+        /// byte, for requests and responses, whatever CR, LF, SP and HTAB are put where.
+        #[test]
+        fn line_ends_agree_with_a_full_scan(
+            prefix in proptest::sample::select(vec!["", "\r\n", "\n", "\r\n\r\n", "\n\r\n", "\r\n\n"]),
+            response in proptest::prelude::any::<bool>(),
+            start_end in proptest::sample::select(vec!["\r\n", "\n", "\r", " \r\n", "\r\n "]),
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["X: a", "Y:b ", "Z:", "X-User-Id: 7", "H:\tv\t", "A: b c"]),
+                    proptest::sample::select(vec!["\r\n", "\r\n", "\n", "\r", " \r\n", "\r\n\t", "\r\n "]),
+                ),
+                0..5,
+            ),
+            last in proptest::sample::select(vec!["\r\n", "\n", "\r\n\r\n"]),
+        ) {
+            let start = if response { "HTTP/1.1 200 OK" } else { "GET /a HTTP/1.1" };
+            let start = format!("{start}{start_end}");
+            let head = head_from(prefix, &start, &lines, last);
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let accepted = if response {
+                httparse::Response::new(&mut storage).parse(&head)
+            } else {
+                httparse::Request::new(&mut storage).parse(&head)
+            };
+            let ours = if response {
+                super::super::parse_response(&head, 1024, false).map(|h| h.len)
+            } else {
+                parse_request(&head, 1024).map(|h| h.len)
+            };
+            match accepted {
+                Ok(httparse::Status::Complete(len)) => {
+                    proptest::prop_assert_eq!(ours.is_ok(), every_line_ends_in_crlf(&head[..len]), "{:?}", String::from_utf8_lossy(&head));
+                }
+                _ => proptest::prop_assert!(ours.is_err(), "{:?}", String::from_utf8_lossy(&head)),
+            }
         }
     }
 

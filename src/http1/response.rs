@@ -12,7 +12,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::head::{complete, range_of, strict_line_endings, ConnectionOptions, FramingHeaders};
+use super::head::{complete, crlf_line_ends, range_of, ConnectionOptions, FramingHeaders};
 use super::{Framing, HeadError, MAX_HEADERS};
 
 /// A parsed response head: everything as ranges into the buffer it was parsed from.
@@ -51,7 +51,16 @@ pub fn parse_response(
     );
     let len = complete(parsed, buf.len(), limit)?;
     let head_bytes = &buf[..len];
-    strict_line_endings(head_bytes)?;
+    // httparse skips empty lines before the status line.
+    let start = head_bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(len);
+    let names = res
+        .headers
+        .iter()
+        .map(|h| range_of(buf, h.name.as_bytes()).start);
+    crlf_line_ends(head_bytes, start, names)?;
     let status = res.code.ok_or(HeadError::Malformed("no status"))?;
     // hyper refuses these too: there is no class for a client to fall back on.
     if status < 100 {
@@ -64,7 +73,7 @@ pub fn parse_response(
         len,
         status,
         minor,
-        reason: reason(head_bytes),
+        reason: reason(head_bytes, start),
         headers: Vec::with_capacity(res.headers.len()),
         framing: Framing::None,
         close: false,
@@ -100,12 +109,7 @@ pub fn parse_response(
 /// The reason phrase's range in a complete, line-checked head. Found here rather than taken
 /// from `httparse`, which hands back a static empty string for a phrase with obs-text: that
 /// phrase is still relayed as sent.
-fn reason(head: &[u8]) -> Range<usize> {
-    // httparse skips empty lines before the status line.
-    let mut start = 0;
-    while head[start..].starts_with(b"\r\n") {
-        start += 2;
-    }
+fn reason(head: &[u8], start: usize) -> Range<usize> {
     // "HTTP/1.x 200" is 12 bytes; then a space and the phrase, or the line's CR.
     let line_end = head[start..]
         .iter()
