@@ -20,12 +20,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use super::activity::{Activity, Tracked};
 use crate::clock::now_ms;
 use crate::proxy::relay::{self, Ended, Limits, Rewind};
 use crate::proxy::{ConnectionHold, Proxy};
+use crate::sync::Bell;
 
 /// A connection handed to a worker: the socket, its peer, and the worker's load counter, which
 /// the acceptor raised and which drops back when the connection ends.
@@ -151,6 +152,15 @@ pub async fn serve<H, F, B>(
     // Shared with the connection tasks; a connection the relay keeps never needs it.
     let mut builders: Option<(Policy, Arc<auto::Builder<TokioExecutor>>)> = None;
     let conns = Connections::default();
+    // The connections wait for the shutdown on a bell: polled at every wake-up of their tasks.
+    let stopping = Arc::new(Bell::default());
+    let _ring_on_shutdown = AbortOnDropHandle::new(tokio::spawn({
+        let (shutdown, stopping) = (shutdown.clone(), stopping.clone());
+        async move {
+            shutdown.cancelled().await;
+            stopping.ring();
+        }
+    }));
     let mut backoff = AcceptBackoff::default();
     loop {
         let next = tokio::select! {
@@ -177,7 +187,7 @@ pub async fn serve<H, F, B>(
         let hold = ConnectionHold(live.clone());
         let builder = builder.clone();
         let relay = relay.clone().filter(|_| policy.relay);
-        let (shutdown, hard_stop) = (shutdown.clone(), conns.hard_stop.clone());
+        let (stopping, hard_stop) = (stopping.clone(), conns.hard_stop.clone());
         conns.tasks.spawn(async move {
             let _live = live;
             let stream = match relay {
@@ -188,12 +198,13 @@ pub async fn serve<H, F, B>(
                         send_timeout: policy.send_timeout,
                     };
                     tokio::select! {
-                        ended = relay::serve(&proxy, stream, peer, limits, &shutdown) => match ended {
+                        biased;
+                        ended = relay::serve(&proxy, stream, peer, limits, &stopping) => match ended {
                             Ended::Closed => return,
                             Ended::HandOver(rewound) => rewound,
                         },
                         // Dropping the connection closes it.
-                        _ = hard_stop.cancelled() => return,
+                        () = hard_stop.wait() => return,
                     }
                 }
                 None => Rewind::new(Vec::new(), stream),
@@ -216,7 +227,7 @@ pub async fn serve<H, F, B>(
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
-            watch(conn, &activity, policy, peer, shutdown, hard_stop).await;
+            watch(conn, &activity, policy, peer, &stopping, &hard_stop).await;
         });
     }
     // Let go of the listening socket now, not when `serve` returns: new connections are
@@ -260,12 +271,13 @@ async fn watch<C>(
     activity: &Activity,
     policy: Policy,
     peer: SocketAddr,
-    shutdown: CancellationToken,
-    hard_stop: CancellationToken,
+    stopping: &Bell,
+    hard_stop: &Bell,
 ) where
     C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
 {
     let mut conn = std::pin::pin!(conn);
+    let (mut stopping, mut hard_stop) = (stopping.wait(), hard_stop.wait());
     let mut draining = false;
     // How often a busy connection is looked at: a stall can start at any time.
     let check_every =
@@ -280,10 +292,10 @@ async fn watch<C>(
                 return;
             }
             // Dropping the connection closes it.
-            _ = hard_stop.cancelled() => return,
+            () = &mut hard_stop => return,
             // Look again: the deadline slept to was computed before this request.
             () = activity.request_started() => {}
-            _ = shutdown.cancelled(), if !draining => {
+            () = &mut stopping, if !draining => {
                 if activity.in_flight() == 0 {
                     return;
                 }
@@ -403,7 +415,7 @@ impl AcceptBackoff {
 #[derive(Default)]
 struct Connections {
     tasks: TaskTracker,
-    hard_stop: CancellationToken,
+    hard_stop: Arc<Bell>,
 }
 
 impl Connections {
@@ -416,7 +428,7 @@ impl Connections {
             Ok(()) => tracing::debug!("all connections closed"),
             Err(_) => {
                 tracing::warn!(?grace, "grace period over; closing remaining connections");
-                self.hard_stop.cancel();
+                self.hard_stop.ring();
                 // Connection tasks end promptly now: dropped by the hard stop.
                 self.tasks.wait().await;
             }

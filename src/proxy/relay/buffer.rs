@@ -33,14 +33,45 @@ thread_local! {
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A spare buffer of this thread, or a new one.
+fn take_spare() -> Vec<u8> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+}
+
+/// Keeps `data` for the next [`take_spare`], unless enough are kept or it is oddly sized.
+fn give_back(mut data: Vec<u8>) {
+    if data.capacity() < READ_CHUNK || data.capacity() > SPARE_CAPACITY {
+        return;
+    }
+    data.clear();
+    // Gone only when the thread is exiting.
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(data);
+        }
+    });
+}
+
 impl Buffer {
     pub(super) fn new() -> Buffer {
-        let data = SPARE
-            .try_with(|spare| spare.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK));
-        Buffer { data, start: 0 }
+        Buffer {
+            data: take_spare(),
+            start: 0,
+        }
+    }
+
+    /// Lets go of the memory while nothing is pending (an idle keep-alive connection holds
+    /// no buffer); the next [`Buffer::fill`] takes one again.
+    pub(super) fn release(&mut self) {
+        if self.pending().is_empty() {
+            give_back(std::mem::take(&mut self.data));
+            self.start = 0;
+        }
     }
 
     /// The unused bytes.
@@ -67,6 +98,9 @@ impl Buffer {
 
     /// Reads more from `stream`; `Ok(0)` at its end. Reading nothing when cancelled.
     pub(super) async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
+        if self.data.capacity() == 0 {
+            self.data = take_spare();
+        }
         if self.start > 0 && self.data.capacity() - self.data.len() < READ_CHUNK / 2 {
             // Move the pending bytes to the front rather than grow.
             self.data.drain(..self.start);
@@ -79,18 +113,7 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if self.data.capacity() < READ_CHUNK || self.data.capacity() > SPARE_CAPACITY {
-            return;
-        }
-        let mut data = std::mem::take(&mut self.data);
-        data.clear();
-        // Gone only when the thread is exiting.
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_BUFFERS {
-                spare.push(data);
-            }
-        });
+        give_back(std::mem::take(&mut self.data));
     }
 }
 

@@ -21,13 +21,11 @@ mod rewind;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use http::Method;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use rewind::Rewind;
 
@@ -40,7 +38,9 @@ use super::walk::{is_idempotent, position};
 use crate::affinity_template::{Headers, RequestView, Scheme};
 use crate::config::ProxyConfig;
 use crate::http1::{parse_request, Framing, HeadError, RequestHead};
+use crate::load::LoadGuard;
 use crate::snapshot::Backend;
+use crate::sync::{Bell, Wait};
 
 /// Largest request head; past it the client gets 431.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -71,16 +71,16 @@ pub async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     limits: Limits,
-    shutdown: &CancellationToken,
+    shutdown: &Bell,
 ) -> Ended {
     let mut buf = Buffer::new();
     // One wait for the shutdown for the connection's life, not one per request.
-    let mut stopping = pin!(shutdown.cancelled());
+    let mut stopping = shutdown.wait();
     // The first head must be complete within the header timeout of the accept; later ones
     // within the keep-alive timeout of the previous response.
     let mut deadline = Instant::now() + limits.header_timeout;
     loop {
-        let head = match next_head(&mut client, &mut buf, deadline, stopping.as_mut()).await {
+        let head = match next_head(&mut client, &mut buf, deadline, &mut stopping).await {
             Next::Head(head) => head,
             Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
             Next::Close => return Ended::Closed,
@@ -97,8 +97,7 @@ pub async fn serve(
         if !relayable(buf.pending(), &head) {
             return Ended::HandOver(Rewind::new(buf.take_all(), client));
         }
-        if !request(proxy, &mut client, &mut buf, &head, peer, &limits).await
-            || shutdown.is_cancelled()
+        if !request(proxy, &mut client, &mut buf, &head, peer, &limits).await || shutdown.is_rung()
         {
             return Ended::Closed;
         }
@@ -118,7 +117,7 @@ async fn next_head(
     client: &mut TcpStream,
     buf: &mut Buffer,
     deadline: Instant,
-    mut stopping: Pin<&mut WaitForCancellationFuture<'_>>,
+    stopping: &mut Wait<'_>,
 ) -> Next {
     loop {
         let pending = buf.pending();
@@ -140,10 +139,18 @@ async fn next_head(
                 }
             }
         }
+        let read = async {
+            if buf.pending().is_empty() {
+                // Idle between requests: no read buffer is held until the client sends.
+                buf.release();
+                client.readable().await?;
+            }
+            buf.fill(client).await
+        };
         tokio::select! {
             // Idle, or a head half sent: nothing in flight to finish.
-            () = stopping.as_mut() => return Next::Close,
-            read = tokio::time::timeout_at(deadline, buf.fill(client)) => match read {
+            () = &mut *stopping => return Next::Close,
+            read = tokio::time::timeout_at(deadline, read) => match read {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or overstayed.
                 _ => return Next::Close,
@@ -281,19 +288,20 @@ async fn request(
     let (client, client_buf) = (relayed.client, relayed.client_buf);
     match chosen {
         Ok(chosen) => {
-            let keep = respond(
+            respond(
                 proxy,
                 client,
                 client_buf,
                 chosen.response,
-                chosen.backend,
+                Upstream {
+                    backend: chosen.backend,
+                    load: chosen.load,
+                },
                 config,
                 head.close || progress != Progress::Done,
                 limits,
             )
-            .await;
-            drop(chosen.load);
-            keep
+            .await
         }
         Err(error) => refuse(proxy, client, error, head, progress, limits).await,
     }
@@ -326,14 +334,22 @@ async fn read_body(
     }
 }
 
-/// Relays the chosen response to the client; answers whether the connection stays open.
+/// The backend a response comes from, and its share of the backend's load.
+struct Upstream<'a> {
+    backend: &'a Backend,
+    load: LoadGuard,
+}
+
+/// Relays the chosen response to the client; answers whether the connection stays open. The
+/// backend's load and timing end when its response has been read, before the client's last
+/// write: a client that has its response sees the backend's in-flight figure without it.
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     proxy: &Proxy,
     client: &mut TcpStream,
     client_buf: &mut Buffer,
     res: Response,
-    backend: &Backend,
+    upstream: Upstream<'_>,
     config: &ProxyConfig,
     close: bool,
     limits: &Limits,
@@ -345,6 +361,7 @@ async fn respond(
         exchange,
         upload,
     } = res;
+    let Upstream { backend, load } = upstream;
     let close = close || head.close || upload.is_some();
     let mut out = Vec::with_capacity(head.len + 64);
     let debug = [(&b"x-ringproxy-backend"[..], backend.id.as_bytes())];
@@ -359,6 +376,7 @@ async fn respond(
                 buf.consume(n);
                 // The backend is done with: its connection is free before the client's write.
                 exchange.finish();
+                drop(load);
                 let keep = finish(proxy, backend, config, stream, &buf, close);
                 if let Err(e) = write(client, &out, limits.send_timeout).await {
                     client_gone(backend, &e);
@@ -399,6 +417,7 @@ async fn respond(
     match relayed {
         Ok(()) => {
             exchange.finish();
+            drop(load);
             let reusable = !matches!(head.framing, Framing::UntilClose);
             finish(proxy, backend, config, stream, &buf, close || !reusable)
         }
