@@ -13,6 +13,8 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use super::names::{Lines, Name};
+
 /// Headers one head may carry.
 pub const MAX_HEADERS: usize = 100;
 
@@ -51,6 +53,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// `Connection: upgrade` with an `Upgrade` header.
     pub upgrade: bool,
+    /// The lines whose names the rewrite acts on.
+    pub lines: Lines,
 }
 
 /// Why a head cannot be relayed.
@@ -107,27 +111,28 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
         close: false,
         expect_continue: false,
         upgrade: false,
+        lines: Lines::default(),
     };
     let mut framing = FramingHeaders::default();
     let mut connection = ConnectionOptions::default();
-    let mut upgrade_header = false;
-    for h in req.headers.iter() {
+    for (i, h) in req.headers.iter().enumerate() {
         let (name, value) = (h.name.as_bytes(), h.value);
         head.headers
             .push((range_of(buf, name), range_of(buf, value)));
-        if framing.observe(name, value)? {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            connection.observe(value);
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_header = true;
+        let known = Name::of(name);
+        head.lines.add(i, known);
+        match known {
+            Name::ContentLength => framing.length(value)?,
+            Name::TransferEncoding => framing.codings(value)?,
+            Name::Connection => connection.observe(value),
+            Name::Expect => {
+                head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
     }
     head.close = connection.close(minor);
-    head.upgrade = upgrade_header && connection.upgrade;
+    head.upgrade = head.lines.upgrade != 0 && connection.upgrade;
     head.framing = match framing.decide()? {
         // A request whose last coding is not chunked has no knowable length (RFC 9112 §6.3).
         Framing::UntilClose => {
@@ -216,28 +221,27 @@ pub(super) struct FramingHeaders {
 }
 
 impl FramingHeaders {
-    /// Takes in one header line; true if it was `Content-Length` or `Transfer-Encoding`.
-    pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = content_length(value)?;
-            if self.length.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("differing Content-Length values"));
-            }
-            self.length = Some(n);
-            Ok(true)
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.te_seen = true;
-            // Codings accumulate across header lines; chunked must be last and only once.
-            for coding in tokens(value) {
-                if self.chunked {
-                    return Err(HeadError::Malformed("a coding after chunked"));
-                }
-                self.chunked = coding.eq_ignore_ascii_case(b"chunked");
-            }
-            Ok(true)
-        } else {
-            Ok(false)
+    /// Takes in the value of one `Content-Length` line.
+    pub(super) fn length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let n = content_length(value)?;
+        if self.length.is_some_and(|l| l != n) {
+            return Err(HeadError::Malformed("differing Content-Length values"));
         }
+        self.length = Some(n);
+        Ok(())
+    }
+
+    /// Takes in the value of one `Transfer-Encoding` line.
+    pub(super) fn codings(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        self.te_seen = true;
+        // Codings accumulate across header lines; chunked must be last and only once.
+        for coding in tokens(value) {
+            if self.chunked {
+                return Err(HeadError::Malformed("a coding after chunked"));
+            }
+            self.chunked = coding.eq_ignore_ascii_case(b"chunked");
+        }
+        Ok(())
     }
 
     /// Was there a `Transfer-Encoding` header?

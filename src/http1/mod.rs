@@ -4,6 +4,7 @@
 //! decides once, strictly, because that is where request smuggling lives.
 //!
 //! - `head.rs`: parse and validate a request head into ranges of the input buffer.
+//! - `names.rs`: what a header name means to the relay, decided once per line while parsing.
 //! - `response.rs`: parse and validate a response head the same way, and decide how its body
 //!   ends.
 //! - `rewrite.rs`: write the request head for the backend and the response head for the
@@ -13,10 +14,12 @@
 
 mod chunked;
 mod head;
+mod names;
 mod response;
 mod rewrite;
 
 pub use chunked::{ChunkError, Chunked};
 pub use head::{parse_request, Framing, HeadError, RequestHead, MAX_HEADERS};
+pub use names::Lines;
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{request_head, response_head};

@@ -13,6 +13,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::head::{complete, crlf_line_ends, range_of, ConnectionOptions, FramingHeaders};
+use super::names::{Lines, Name};
 use super::{Framing, HeadError, MAX_HEADERS};
 
 /// A parsed response head: everything as ranges into the buffer it was parsed from.
@@ -33,6 +34,8 @@ pub struct ResponseHead {
     /// The backend closes after this response: `Connection: close`, HTTP/1.0 without
     /// `keep-alive`, or a body delimited by the close itself.
     pub close: bool,
+    /// The lines whose names the rewrite acts on.
+    pub lines: Lines,
 }
 
 /// Parses the response head at the start of `buf` (at most `limit` bytes of it).
@@ -77,19 +80,22 @@ pub fn parse_response(
         headers: Vec::with_capacity(res.headers.len()),
         framing: Framing::None,
         close: false,
+        lines: Lines::default(),
     };
     let mut framing = FramingHeaders::default();
     let mut connection = ConnectionOptions::default();
-    for h in res.headers.iter() {
+    for (i, h) in res.headers.iter().enumerate() {
         let (name, value) = (h.name.as_bytes(), h.value);
         head.headers
             .push((range_of(buf, name), range_of(buf, value)));
-        // A bodiless response's framing headers describe a body it does not carry.
-        if !bodiless && framing.observe(name, value)? {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            connection.observe(value);
+        let known = Name::of(name);
+        head.lines.add(i, known);
+        match known {
+            // A bodiless response's framing headers describe a body it does not carry.
+            Name::ContentLength if !bodiless => framing.length(value)?,
+            Name::TransferEncoding if !bodiless => framing.codings(value)?,
+            Name::Connection => connection.observe(value),
+            _ => {}
         }
     }
     if !bodiless {

@@ -10,20 +10,18 @@
 //! the relay forwards the body bytes in their original framing, and a client must not be able
 //! to take the framing headers off a body it sends (`Connection: content-length`).
 //!
-//! Cost: one pass over the header lines; the `Connection` names are checked after it, and only
-//! when a `Connection` line lists something besides the fixed names (`close` is the common
-//! case); the rare head that needs a named header removed is written a second time. No
+//! Cost: the parser has already classified every name (`names.rs`), so the lines to keep are a
+//! bit mask; consecutive kept lines are copied as one span. `Connection` values are looked at
+//! only when one lists something besides the fixed names (`close` is the common case). No
 //! allocation besides growing `out` once.
 
 use std::net::IpAddr;
 use std::ops::Range;
 
 use super::head::tokens;
-use super::{RequestHead, ResponseHead, MAX_HEADERS};
+use super::names::{Lines, Name};
+use super::{RequestHead, ResponseHead};
 use crate::forwarded::format_ip;
-
-/// Header lines are tracked as bits of a `u128`, one per line.
-const _: () = assert!(MAX_HEADERS <= 128);
 
 /// The most `request_head` adds besides the Host value: `host: ` and CRLF (8); one
 /// `x-forwarded-for: ` line with a separator, the longest IPv6 text and CRLF (17 + 2 + 45 + 2);
@@ -35,45 +33,6 @@ const REQUEST_GROWTH: usize = 8 + 66 + 25;
 /// The most `response_head` adds besides `extra`: a space before an empty reason phrase (1)
 /// and `connection: close` with CRLF (19).
 const RESPONSE_GROWTH: usize = 1 + 19;
-
-/// What a header name means to the rewrite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Forwarded as received.
-    EndToEnd,
-    /// Always hop-by-hop.
-    Hop,
-    /// `Connection`: hop-by-hop, and names more.
-    Connection,
-    /// `Content-Length` or `Transfer-Encoding`: kept, even when `Connection` names it.
-    Framing,
-    /// `Host`.
-    Host,
-    /// `X-Forwarded-For`.
-    ForwardedFor,
-    /// `X-Forwarded-Proto`.
-    ForwardedProto,
-}
-
-/// Classifies a name by its length first: most names are settled by one compare.
-fn kind(name: &[u8]) -> Kind {
-    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
-    match name.len() {
-        2 if is(b"te") => Kind::Hop,
-        4 if is(b"host") => Kind::Host,
-        7 if is(b"trailer") || is(b"upgrade") => Kind::Hop,
-        10 if is(b"connection") => Kind::Connection,
-        10 if is(b"keep-alive") => Kind::Hop,
-        14 if is(b"content-length") => Kind::Framing,
-        15 if is(b"x-forwarded-for") => Kind::ForwardedFor,
-        16 if is(b"proxy-connection") => Kind::Hop,
-        17 if is(b"transfer-encoding") => Kind::Framing,
-        17 if is(b"x-forwarded-proto") => Kind::ForwardedProto,
-        18 if is(b"proxy-authenticate") => Kind::Hop,
-        19 if is(b"proxy-authorization") => Kind::Hop,
-        _ => Kind::EndToEnd,
-    }
-}
 
 /// Writes the head to send the backend to `out` (appending): the request line as received
 /// but always `HTTP/1.1`; the header lines in order as received (name and value bytes
@@ -95,7 +54,7 @@ pub fn request_head(
     out.extend_from_slice(&buf[head.target.clone()]);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let lines = out.len();
-    let seen = copy_headers(buf, &head.headers, true, out);
+    let seen = copy_headers(buf, &head.headers, &head.lines, true, out);
 
     if seen.host == 0 {
         // Rare (HTTP/1.0 clients): worth a move of the lines to keep Host first (RFC 9112 §3.2).
@@ -137,7 +96,7 @@ pub fn response_head(
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
-    copy_headers(buf, &head.headers, false, out);
+    copy_headers(buf, &head.headers, &head.lines, false, out);
     for (name, value) in extra {
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
@@ -163,53 +122,65 @@ struct Seen {
 fn copy_headers(
     buf: &[u8],
     headers: &[(Range<usize>, Range<usize>)],
+    lines: &Lines,
     request: bool,
     out: &mut Vec<u8>,
 ) -> Seen {
-    let start = out.len();
-    let mut kept = 0u128;
+    // Every line: bits 0 to len - 1.
+    let all = match headers.len() {
+        0 => 0,
+        n => u128::MAX >> (128 - n),
+    };
+    let mut kept = all & !lines.hop;
     let mut seen = Seen {
-        host: 0,
+        host: lines.host,
         forwarded_for: 0,
     };
-    // Connection lines listing a name beyond the fixed ones.
-    let mut naming = 0u128;
-    for (i, (name, value)) in headers.iter().enumerate() {
-        let bit = 1u128 << i;
-        match kind(&buf[name.clone()]) {
-            Kind::Hop => continue,
-            Kind::Connection => {
-                let names_more =
-                    |t: &[u8]| !matches!(kind(t), Kind::Hop | Kind::Connection | Kind::Framing);
-                if tokens(&buf[value.clone()]).any(names_more) {
-                    naming |= bit;
-                }
-                continue;
-            }
-            Kind::ForwardedFor if request => {
-                seen.forwarded_for |= bit;
-                continue;
-            }
-            Kind::ForwardedProto if request => continue,
-            Kind::Host if request => seen.host |= bit,
-            _ => {}
-        }
-        kept |= bit;
-        line(buf, name, value, out);
+    if request {
+        seen.forwarded_for = lines.forwarded_for;
+        kept &= !(lines.forwarded_for | lines.forwarded_proto);
     }
-    if naming == 0 {
-        return seen;
+    // Connection lines listing a name beyond the fixed ones (`close` is the common case).
+    let naming = bits(lines.connection)
+        .filter(|&c| {
+            let names_more = |t: &[u8]| {
+                let name = Name::of(t);
+                !name.is_hop() && !name.is_framing()
+            };
+            tokens(&buf[headers[c].1.clone()]).any(names_more)
+        })
+        .fold(0u128, |mask, c| mask | 1u128 << c);
+    if naming != 0 {
+        let named = connection_named(buf, headers, naming);
+        kept &= !named;
+        seen.host &= !named;
+        seen.forwarded_for &= !named;
     }
-    let named = connection_named(buf, headers, naming);
-    seen.host &= !named;
-    seen.forwarded_for &= !named;
-    if kept & named != 0 {
-        out.truncate(start);
-        for i in bits(kept & !named) {
-            line(buf, &headers[i].0, &headers[i].1, out);
-        }
-    }
+    copy_lines(buf, headers, kept, out);
     seen
+}
+
+/// Copies the lines in `kept` as received, consecutive lines that end in CRLF as one span.
+/// (httparse has dropped a value's trailing whitespace; a line that had some is written
+/// without it, as the value reads.)
+fn copy_lines(buf: &[u8], headers: &[(Range<usize>, Range<usize>)], kept: u128, out: &mut Vec<u8>) {
+    // Bytes of `buf` still to copy: whole lines, CRLF included.
+    let mut run = 0..0;
+    for i in bits(kept) {
+        let (name, value) = &headers[i];
+        if name.start != run.end {
+            out.extend_from_slice(&buf[run]);
+            run = name.start..name.start;
+        }
+        if buf.get(value.end..value.end + 2) == Some(b"\r\n") {
+            run.end = value.end + 2;
+        } else {
+            out.extend_from_slice(&buf[run.start..value.end]);
+            out.extend_from_slice(b"\r\n");
+            run = 0..0;
+        }
+    }
+    out.extend_from_slice(&buf[run]);
 }
 
 /// The header lines named by the `Connection` lines in `connection`, framing headers aside.
@@ -224,7 +195,8 @@ fn connection_named(
     for c in bits(connection) {
         for token in tokens(&buf[headers[c].1.clone()]) {
             // Fixed names are gone already; framing headers stay whatever Connection says.
-            if matches!(kind(token), Kind::Hop | Kind::Connection | Kind::Framing) {
+            let name = Name::of(token);
+            if name.is_hop() || name.is_framing() {
                 continue;
             }
             for (i, (name, _)) in headers.iter().enumerate() {
@@ -235,14 +207,6 @@ fn connection_named(
         }
     }
     named
-}
-
-/// Copies one header line as received: name, colon, whitespace and value, then CRLF.
-/// (httparse has dropped trailing whitespace; the strict checks ruled out obs-fold, so the
-/// span is one line.)
-fn line(buf: &[u8], name: &Range<usize>, value: &Range<usize>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&buf[name.start..value.end]);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The indexes of the set bits of `mask`, lowest first.

@@ -3,7 +3,7 @@
 //! compared with what the hyper path forwards.
 
 use super::*;
-use crate::http1::{parse_request, parse_response, Framing};
+use crate::http1::{parse_request, parse_response, Framing, MAX_HEADERS};
 
 const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 

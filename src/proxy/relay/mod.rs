@@ -162,18 +162,11 @@ async fn next_head(
 /// Can the relay serve this request, or does it go to hyper?
 fn relayable(buf: &[u8], head: &RequestHead) -> bool {
     let target = &buf[head.target.clone()];
-    if head.minor != 1 || &buf[head.method.clone()] == b"CONNECT" || !plain_target(target) {
-        return false;
-    }
-    let mut host = false;
-    for (name, _) in &head.headers {
-        let name = &buf[name.clone()];
-        if name.eq_ignore_ascii_case(b"upgrade") {
-            return false;
-        }
-        host |= name.eq_ignore_ascii_case(b"host");
-    }
-    host
+    head.minor == 1
+        && &buf[head.method.clone()] != b"CONNECT"
+        && plain_target(target)
+        && head.lines.upgrade == 0
+        && head.lines.host != 0
 }
 
 /// An origin-form target that hyper would forward byte for byte: `/`, then only bytes the
