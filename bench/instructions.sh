@@ -21,46 +21,14 @@ export KEYSPACE=${KEYSPACE:-1000000}
 PROXIES=("$@")
 ((${#PROXIES[@]})) || PROXIES=(ringproxy ringproxy-hyper nginx haproxy)
 
-for tool in nginx haproxy wrk curl valgrind callgrind_annotate; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "instructions: missing $tool; install with: sudo apt-get install -y nginx haproxy wrk curl valgrind" >&2
-        exit 1
-    }
-done
+NAME=instructions
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+need_tools "nginx haproxy wrk curl valgrind" nginx haproxy wrk curl valgrind callgrind_annotate
 if [[ " ${PROXIES[*]} " == *" ringproxy "* || " ${PROXIES[*]} " == *" ringproxy-hyper "* ]]; then
-    if [[ -z ${RINGPROXY_BIN:-} ]]; then
-        (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
-        RINGPROXY_BIN="$ROOT/target/release/ringproxy"
-    fi
+    ringproxy_bin
 fi
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-instructions.XXXXXX")
-mkdir -p "$DIR/tmp"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [[ ${KEEP:-0} == 1 ]] && echo "instructions: kept $DIR" >&2 || rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-die() {
-    echo "instructions: error: $*" >&2
-    exit 1
-}
-# shellcheck source=ports.sh
-source "$HERE/ports.sh"
-for v in B0 B1 B2 B3 PORT ADMIN; do
-    pick_port "$v"
-done
-render() {
-    sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
-        -e "s|@B3@|$B3|g" -e "s|@PORT@|$PORT|g" -e "s|@ADMIN@|$ADMIN|g" "$HERE/$1"
-}
-render nginx-backends.conf.in >"$DIR/backends.conf"
-nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' 2>>"$DIR/backends.stderr" &
-PIDS+=($!)
+setup
 
 echo "| proxy | requests | instructions | instructions per request |"
 echo "|---|---|---|---|"
@@ -89,18 +57,7 @@ for p in "${PROXIES[@]}"; do
         ;;
     esac
     pid=$!
-    up=0
-    for _ in $(seq 150); do
-        if curl -fsS -m 2 -o /dev/null -H 'x-user-id: ping' "http://127.0.0.1:$PORT/" 2>/dev/null; then
-            up=1
-            break
-        fi
-        sleep 0.2
-    done
-    ((up)) || {
-        tail -n 20 "$DIR/$p.log" >&2
-        exit 1
-    }
+    wait_up "$p"
     requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
     # Each stops cleanly on its own signal; callgrind writes its profile when the process exits.
     if [[ $p == haproxy ]]; then kill -TERM "$pid"; else kill -INT "$pid"; fi

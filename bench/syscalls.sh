@@ -19,49 +19,12 @@ export KEYSPACE=${KEYSPACE:-1000000}
 PROXIES=("$@")
 ((${#PROXIES[@]})) || PROXIES=(ringproxy ringproxy-hyper nginx haproxy)
 
-for tool in nginx haproxy wrk curl perf nstat; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "syscalls: missing $tool; install with: sudo apt-get install -y nginx haproxy wrk curl linux-perf iproute2" >&2
-        exit 1
-    }
-done
-if [[ -z ${RINGPROXY_BIN:-} ]]; then
-    (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
-    RINGPROXY_BIN="$ROOT/target/release/ringproxy"
-fi
-
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-syscalls.XXXXXX")
-mkdir -p "$DIR/tmp"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-# shellcheck source=ports.sh
-source "$HERE/ports.sh"
-for v in B0 B1 B2 B3 PORT ADMIN; do
-    pick_port "$v"
-done
-render() {
-    sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
-        -e "s|@B3@|$B3|g" -e "s|@PORT@|$PORT|g" -e "s|@ADMIN@|$ADMIN|g" "$HERE/$1"
-}
-render nginx-backends.conf.in >"$DIR/backends.conf"
-nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' 2>>"$DIR/backends.stderr" &
-PIDS+=($!)
-
-up() { # wait until the proxy on $PORT answers
-    for _ in $(seq 100); do
-        curl -fsS -m 1 -o /dev/null -H 'x-user-id: ping' "http://127.0.0.1:$PORT/" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "syscalls: $1 did not come up" >&2
-    exit 1
-}
+NAME=syscalls
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+need_tools "nginx haproxy wrk curl linux-perf iproute2" nginx haproxy wrk curl perf nstat
+ringproxy_bin
+setup
 
 echo "| proxy | syscalls | of which recvfrom + sendto/writev | epoll_wait | context switches | wake-ups done | TCP segments out (machine) |"
 echo "|---|---|---|---|---|---|---|"
@@ -86,7 +49,7 @@ for p in "${PROXIES[@]}"; do
         ;;
     *) echo "syscalls: unknown proxy $p" >&2 && exit 1 ;;
     esac
-    up "$p"
+    wait_up "$p"
     # nginx: its workers; the others: the process (perf follows its threads).
     pids=$pid
     [[ $p == nginx ]] && pids=$(pgrep -P "$pid" | paste -sd, -)

@@ -1,0 +1,71 @@
+# Shared by the bench scripts that measure one proxy at a time in front of the four nginx
+# backends (instructions.sh, syscalls.sh): the tool check, the ringproxy binary, a temp dir
+# with every started process stopped on exit, free ports, the configs and the backends.
+# Source it after setting NAME (for messages), HERE and ROOT; then:
+#   need_tools "apt line" tool...   exit 1 naming what is missing
+#   ringproxy_bin                   RINGPROXY_BIN, built with cargo unless set
+#   setup                           DIR, PIDS, B0..B3, PORT, ADMIN, the backends running
+#   render TEMPLATE                 a config from bench/TEMPLATE on stdout
+#   wait_up PROXY                   until the proxy on PORT answers, else its log and exit 1
+
+need_tools() {
+    local install=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || {
+            echo "$NAME: missing $tool; install with: sudo apt-get install -y $install" >&2
+            exit 1
+        }
+    done
+}
+
+ringproxy_bin() {
+    if [[ -z ${RINGPROXY_BIN:-} ]]; then
+        (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
+        RINGPROXY_BIN="$ROOT/target/release/ringproxy"
+    fi
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ ${KEEP:-0} == 1 ]]; then
+        echo "$NAME: kept $DIR" >&2
+    else
+        rm -rf "$DIR"
+    fi
+}
+
+render() {
+    sed -e "s|@DIR@|$DIR|g" -e "s|@B0@|$B0|g" -e "s|@B1@|$B1|g" -e "s|@B2@|$B2|g" \
+        -e "s|@B3@|$B3|g" -e "s|@PORT@|$PORT|g" -e "s|@ADMIN@|$ADMIN|g" "$HERE/$1"
+}
+
+setup() {
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-$NAME.XXXXXX")
+    mkdir -p "$DIR/tmp"
+    PIDS=()
+    trap cleanup EXIT
+    # shellcheck source=ports.sh
+    source "$HERE/ports.sh"
+    local v
+    for v in B0 B1 B2 B3 PORT ADMIN; do
+        pick_port "$v"
+    done
+    render nginx-backends.conf.in >"$DIR/backends.conf"
+    nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' \
+        2>>"$DIR/backends.stderr" &
+    PIDS+=($!)
+}
+
+wait_up() {
+    local _
+    for _ in $(seq 150); do
+        curl -fsS -m 2 -o /dev/null -H 'x-user-id: ping' "http://127.0.0.1:$PORT/" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "$NAME: $1 did not come up" >&2
+    tail -n 20 "$DIR/$1.log" >&2 2>/dev/null || true
+    exit 1
+}
