@@ -18,6 +18,9 @@ use super::names::{Lines, Name};
 /// Headers one head may carry.
 pub const MAX_HEADERS: usize = 100;
 
+// Lines are tracked as bits of a `u128` (`names::Lines`).
+const _: () = assert!(MAX_HEADERS <= 128);
+
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
