@@ -54,8 +54,6 @@ pub struct RequestHead {
     pub close: bool,
     /// `Expect: 100-continue`.
     pub expect_continue: bool,
-    /// `Connection: upgrade` with an `Upgrade` header.
-    pub upgrade: bool,
     /// The lines whose names the rewrite acts on.
     pub lines: Lines,
 }
@@ -91,11 +89,6 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
             .ok_or(HeadError::Malformed("no method"))?
             .as_bytes(),
     );
-    let names = req
-        .headers
-        .iter()
-        .map(|h| range_of(buf, h.name.as_bytes()).start);
-    crlf_line_ends(&buf[..len], method.start, names)?;
     let target = range_of(
         buf,
         req.path
@@ -113,29 +106,33 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
         framing: Framing::None,
         close: false,
         expect_continue: false,
-        upgrade: false,
         lines: Lines::default(),
     };
     let mut framing = FramingHeaders::default();
     let mut connection = ConnectionOptions::default();
-    for (i, h) in req.headers.iter().enumerate() {
-        let (name, value) = (h.name.as_bytes(), h.value);
-        head.headers
-            .push((range_of(buf, name), range_of(buf, value)));
-        let known = Name::of(name);
-        head.lines.add(i, known);
-        match known {
-            Name::ContentLength => framing.length(value)?,
-            Name::TransferEncoding => framing.codings(value)?,
-            Name::Connection => connection.observe(value),
-            Name::Expect => {
-                head.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+    let mut expect_continue = false;
+    record_lines(
+        buf,
+        req.headers,
+        &mut head.headers,
+        &mut head.lines,
+        |name, value| {
+            match name {
+                Name::ContentLength => framing.length(value)?,
+                Name::TransferEncoding => framing.codings(value)?,
+                Name::Connection => connection.observe(value),
+                Name::Expect => {
+                    expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
             }
-            _ => {}
-        }
-    }
+            Ok(())
+        },
+    )?;
+    let names = head.headers.iter().map(|(name, _)| name.start);
+    crlf_line_ends(&buf[..len], head.method.start, names)?;
+    head.expect_continue = expect_continue;
     head.close = connection.close(minor);
-    head.upgrade = head.lines.upgrade != 0 && connection.upgrade;
     head.framing = match framing.decide()? {
         // A request whose last coding is not chunked has no knowable length (RFC 9112 §6.3).
         Framing::UntilClose => {
@@ -169,6 +166,26 @@ pub(super) fn complete(
     Ok(len)
 }
 
+/// Records the header lines httparse found in `buf`: each line's name and value ranges into
+/// `headers`, what its name means into `lines`; `act` sees each line's meaning and value (the
+/// parser acts on framing and `Connection` lines there).
+pub(super) fn record_lines(
+    buf: &[u8],
+    parsed: &[httparse::Header<'_>],
+    headers: &mut Vec<(Range<usize>, Range<usize>)>,
+    lines: &mut Lines,
+    mut act: impl FnMut(Name, &[u8]) -> Result<(), HeadError>,
+) -> Result<(), HeadError> {
+    for (i, h) in parsed.iter().enumerate() {
+        let (name, value) = (h.name.as_bytes(), h.value);
+        headers.push((range_of(buf, name), range_of(buf, value)));
+        let known = Name::of(name);
+        lines.add(i, known);
+        act(known, value)?;
+    }
+    Ok(())
+}
+
 /// Where `part`, a slice `httparse` cut out of `buf`, lies in `buf`.
 pub(super) fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
@@ -190,8 +207,6 @@ pub(super) struct ConnectionOptions {
     pub(super) close: bool,
     /// `keep-alive` was listed.
     pub(super) keep_alive: bool,
-    /// `upgrade` was listed.
-    pub(super) upgrade: bool,
 }
 
 impl ConnectionOptions {
@@ -202,8 +217,6 @@ impl ConnectionOptions {
                 self.close = true;
             } else if option.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if option.eq_ignore_ascii_case(b"upgrade") {
-                self.upgrade = true;
             }
         }
     }
@@ -455,7 +468,7 @@ mod tests {
         assert!(h.close);
         let h =
             parse("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
-        assert!(h.upgrade);
+        assert_ne!(h.lines.upgrade, 0);
         let h =
             parse("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").unwrap();
         assert!(h.expect_continue);

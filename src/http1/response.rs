@@ -12,7 +12,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::head::{complete, crlf_line_ends, range_of, ConnectionOptions, FramingHeaders};
+use super::head::{complete, crlf_line_ends, record_lines, ConnectionOptions, FramingHeaders};
 use super::names::{Lines, Name};
 use super::{Framing, HeadError, MAX_HEADERS};
 
@@ -59,11 +59,6 @@ pub fn parse_response(
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(len);
-    let names = res
-        .headers
-        .iter()
-        .map(|h| range_of(buf, h.name.as_bytes()).start);
-    crlf_line_ends(head_bytes, start, names)?;
     let status = res.code.ok_or(HeadError::Malformed("no status"))?;
     // hyper refuses these too: there is no class for a client to fall back on.
     if status < 100 {
@@ -84,20 +79,24 @@ pub fn parse_response(
     };
     let mut framing = FramingHeaders::default();
     let mut connection = ConnectionOptions::default();
-    for (i, h) in res.headers.iter().enumerate() {
-        let (name, value) = (h.name.as_bytes(), h.value);
-        head.headers
-            .push((range_of(buf, name), range_of(buf, value)));
-        let known = Name::of(name);
-        head.lines.add(i, known);
-        match known {
-            // A bodiless response's framing headers describe a body it does not carry.
-            Name::ContentLength if !bodiless => framing.length(value)?,
-            Name::TransferEncoding if !bodiless => framing.codings(value)?,
-            Name::Connection => connection.observe(value),
-            _ => {}
-        }
-    }
+    record_lines(
+        buf,
+        res.headers,
+        &mut head.headers,
+        &mut head.lines,
+        |name, value| {
+            match name {
+                // A bodiless response's framing headers describe a body it does not carry.
+                Name::ContentLength if !bodiless => framing.length(value)?,
+                Name::TransferEncoding if !bodiless => framing.codings(value)?,
+                Name::Connection => connection.observe(value),
+                _ => {}
+            }
+            Ok(())
+        },
+    )?;
+    let names = head.headers.iter().map(|(name, _)| name.start);
+    crlf_line_ends(head_bytes, start, names)?;
     if !bodiless {
         if minor == 0 && framing.transfer_encoding() {
             return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
