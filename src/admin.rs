@@ -320,17 +320,7 @@ impl Admin {
         id: &str,
         req: Request<Incoming>,
     ) -> Result<Response<AdminBody>, AdminError> {
-        let body = Limited::new(req.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    AdminError::TooLarge
-                } else {
-                    AdminError::BadRequest(format!("cannot read body: {e}"))
-                }
-            })?
-            .to_bytes();
+        let body = read_body(req).await?;
         let put: PutBackend = serde_json::from_slice(&body).map_err(|e| {
             AdminError::BadRequest(format!(
                 "invalid JSON body: {e}; expected {{\"address\": \"host:port\", \"weight\": 1}}"
