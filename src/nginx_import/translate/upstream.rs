@@ -235,20 +235,33 @@ pub(in crate::nginx_import) fn with_default_port(address: &str) -> String {
     }
 }
 
+/// The first server's setting of a per-server parameter, said to be the one used when the
+/// servers differ (`what`: the parameter and ringproxy's one setting; `using`: how the first
+/// is shown).
+fn agreed<T: Clone + PartialEq>(
+    servers: &[Setting<T>],
+    what: &str,
+    using: impl FnOnce(&Setting<T>) -> String,
+    t: &mut Translation,
+) -> Option<Setting<T>> {
+    let first = servers.first()?.clone();
+    if servers.iter().any(|s| s.value != first.value) {
+        let message = format!("servers differ in {what}: using {}", using(&first));
+        warn(t, first.at.clone(), message);
+    }
+    Some(first)
+}
+
 /// nginx counts failures per server; ringproxy has one setting for all. Map them when the
 /// servers agree (or only one value is written), else take the first and say so.
 pub(super) fn map_health(health: &Health, t: &mut Translation) {
-    if let Some(first) = health.max_fails.first().cloned() {
-        if health.max_fails.iter().any(|s| s.value != first.value) {
-            warn(
-                t,
-                first.at.clone(),
-                format!(
-                    "servers differ in max_fails; ringproxy has one fail_threshold: using {}",
-                    first.value
-                ),
-            );
-        }
+    let max_fails = agreed(
+        &health.max_fails,
+        "max_fails; ringproxy has one fail_threshold",
+        |s| s.value.to_string(),
+        t,
+    );
+    if let Some(first) = max_fails {
         match first.value {
             0 => warn(
                 t,
@@ -269,17 +282,13 @@ pub(super) fn map_health(health: &Health, t: &mut Translation) {
             }
         }
     }
-    if let Some(first) = health.fail_timeout.first().cloned() {
-        if health.fail_timeout.iter().any(|s| s.value != first.value) {
-            warn(
-                t,
-                first.at.clone(),
-                format!(
-                    "servers differ in fail_timeout; ringproxy has one eject_for: using {}",
-                    first.nginx
-                ),
-            );
-        }
+    let fail_timeout = agreed(
+        &health.fail_timeout,
+        "fail_timeout; ringproxy has one eject_for",
+        |s| s.nginx.clone(),
+        t,
+    );
+    if let Some(first) = fail_timeout {
         if first.value.is_zero() {
             warn(t, first.at.clone(), "fail_timeout=0 is not translated");
         } else {
