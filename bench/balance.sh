@@ -84,14 +84,11 @@ log "building the examples (cargo build --release --example zipf_load --example 
 (cd "$ROOT" && cargo build --release --example zipf_load --example slow_backend >&2)
 LOAD="$ROOT/target/release/examples/zipf_load"
 BACKEND="$ROOT/target/release/examples/slow_backend"
-if [[ -n ${RINGPROXY_BIN:-} ]]; then
-    BIN=$RINGPROXY_BIN
-else
-    log "building ringproxy (cargo build --release --bin ringproxy)"
-    (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
-    BIN="$ROOT/target/release/ringproxy"
-fi
-[[ -x $BIN ]] || die "no ringproxy binary at $BIN"
+NAME=balance
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+ringproxy_bin
+BIN=$RINGPROXY_BIN
 
 # ---- temp dir, process bookkeeping, cleanup ---------------------------------------------------
 
@@ -137,6 +134,7 @@ stop() {
     PIDS=("${keep[@]}")
 }
 
+# Not lib.sh's cleanup: varnishd's cache processes are stopped with it.
 cleanup() {
     if ((${#PIDS[@]})); then
         stop "${PIDS[@]}"

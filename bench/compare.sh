@@ -39,24 +39,12 @@ die() {
 
 # ---- tools ----------------------------------------------------------------------------------
 
-missing=()
-for tool in nginx haproxy wrk curl awk sed; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "compare: missing: ${missing[*]}" >&2
-    echo "compare: install with: sudo apt-get update && sudo apt-get install -y nginx haproxy wrk curl" >&2
-    exit 1
-fi
-
-if [[ -n ${RINGPROXY_BIN:-} ]]; then
-    BIN=$RINGPROXY_BIN
-else
-    log "building ringproxy (cargo build --release --bin ringproxy)"
-    (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
-    BIN="$ROOT/target/release/ringproxy"
-fi
-[[ -x $BIN ]] || die "no ringproxy binary at $BIN"
+NAME=compare
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+need_tools "nginx haproxy wrk curl" nginx haproxy wrk curl awk sed
+ringproxy_bin
+BIN=$RINGPROXY_BIN
 BIN_B=${RINGPROXY_BIN_B:-}
 [[ -z $BIN_B || -x $BIN_B ]] || die "no ringproxy binary at $BIN_B"
 
@@ -65,27 +53,6 @@ BIN_B=${RINGPROXY_BIN_B:-}
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-compare.XXXXXX")
 mkdir -p "$DIR/tmp"
 PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Give each up to ~5 s, then insist.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then
-        log "kept $DIR"
-    else
-        rm -rf "$DIR"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

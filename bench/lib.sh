@@ -1,9 +1,11 @@
-# Shared by the bench scripts that measure one proxy at a time in front of the four nginx
-# backends (instructions.sh, syscalls.sh): the tool check, the ringproxy binary, a temp dir
-# with every started process stopped on exit, free ports, the configs and the backends.
-# Source it after setting NAME (for messages), HERE and ROOT; then:
+# Shared by the bench scripts. Source it after setting NAME (for messages), HERE and ROOT.
+# Every script:
 #   need_tools "apt line" tool...   exit 1 naming what is missing
 #   ringproxy_bin                   RINGPROXY_BIN, built with cargo unless set
+#   stop_pid PID                    TERM, up to ~5 s, then KILL; reaped
+#   cleanup                         (the EXIT trap) stops PIDS, removes DIR unless KEEP=1
+# The ones that measure one proxy at a time in front of the four nginx backends
+# (instructions.sh, syscalls.sh) also:
 #   setup                           DIR, PIDS, B0..B3, PORT, ADMIN, the backends running
 #   render TEMPLATE                 a config from bench/TEMPLATE on stdout
 #   wait_up PROXY                   until the proxy on PORT answers, else its log and exit 1
@@ -21,15 +23,32 @@ need_tools() {
 
 ringproxy_bin() {
     if [[ -z ${RINGPROXY_BIN:-} ]]; then
+        echo "$NAME: building ringproxy (cargo build --release --bin ringproxy)" >&2
         (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
         RINGPROXY_BIN="$ROOT/target/release/ringproxy"
     fi
+    [[ -x $RINGPROXY_BIN ]] || {
+        echo "$NAME: no ringproxy binary at $RINGPROXY_BIN" >&2
+        exit 1
+    }
+}
+
+stop_pid() {
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 cleanup() {
     local pid
+    # All asked at once, then each given its ~5 s.
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     if [[ ${KEEP:-0} == 1 ]]; then
         echo "$NAME: kept $DIR" >&2
     else

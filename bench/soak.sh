@@ -52,49 +52,18 @@ for n in CHURN_SWAPS DRAIN_CYCLES CHURN_SECONDS SIGTERM_CLIENTS SIGTERM_ROUNDS S
     [[ ${!n} =~ ^[0-9]+$ ]] && ((${!n} > 0)) || die "$n must be a positive integer, got '${!n}'"
 done
 [[ $THINK_MS =~ ^[0-9]+$ ]] || die "THINK_MS must be a whole number of milliseconds, got '$THINK_MS'"
-missing=()
-for tool in nginx wrk curl python3 awk sed; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-((${#missing[@]} == 0)) || die "missing: ${missing[*]}; install with: sudo apt-get install -y nginx wrk curl python3"
-
-if [[ -n ${RINGPROXY_BIN:-} ]]; then
-    BIN=$RINGPROXY_BIN
-else
-    log "building ringproxy (cargo build --release --bin ringproxy)"
-    (cd "$ROOT" && cargo build --release --bin ringproxy >&2)
-    BIN="$ROOT/target/release/ringproxy"
-fi
-[[ -x $BIN ]] || die "no ringproxy binary at $BIN"
+NAME=soak
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+need_tools "nginx wrk curl python3" nginx wrk curl python3 awk sed
+ringproxy_bin
+BIN=$RINGPROXY_BIN
 
 # ---- temp dir, process bookkeeping, cleanup ---------------------------------------------------
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/ringproxy-soak.XXXXXX")
 mkdir -p "$DIR/tmp"
 PIDS=()
-
-# Stops $1 (TERM, up to ~5 s, then KILL) and reaps it.
-stop_pid() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then
-        log "kept $DIR"
-    else
-        rm -rf "$DIR"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
