@@ -121,12 +121,7 @@ stop() {
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "$@" "${kids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        stop_pid "$pid"
     done
     for pid in "${PIDS[@]}"; do
         [[ " $* " == *" $pid "* ]] || keep+=("$pid")

@@ -108,41 +108,41 @@ async fn p1_silent_connections_and_a_bare_h2_preface_are_closed_after_the_header
 async fn p1_idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let b = start_recorder("b1").await;
     // Keep-alive shorter than the header timeout: the keep-alive timer closes it.
-    let p = start_proxy(&config(
+    keepalive_closes_between(
+        &b,
         "client_header_timeout = \"3s\"\nclient_keepalive_timeout = \"400ms\"",
-        "",
-        &[&b],
-    ))
-    .await;
-    let mut c = RawConn::connect(p.proxy).await;
-    c.send(get("/", "k")).await.unwrap();
-    assert_eq!(c.read_response(BOUND).await.status, 200);
-    let took = c.wait_closed(BOUND).await.expect("idle keep-alive closed");
-    assert_between(
         "keep-alive 400ms (header timeout 3s)",
-        took,
         Duration::from_millis(350),
         Duration::from_millis(2500),
-    );
-
+    )
+    .await;
     // Keep-alive longer than the header timeout: the header timeout, which runs from accept
     // to the first head, does not cut the keep-alive period short.
-    let p = start_proxy(&config(
+    keepalive_closes_between(
+        &b,
         "client_header_timeout = \"300ms\"\nclient_keepalive_timeout = \"1200ms\"",
-        "",
-        &[&b],
-    ))
+        "keep-alive 1200ms (header timeout 300ms)",
+        Duration::from_millis(1100),
+        Duration::from_secs(4),
+    )
     .await;
+}
+
+/// One request on a fresh connection to a proxy with `settings`; the idle connection must
+/// then be closed between `min` and `max` after the response.
+async fn keepalive_closes_between(
+    b: &Recorder,
+    settings: &str,
+    what: &str,
+    min: Duration,
+    max: Duration,
+) {
+    let p = start_proxy(&config(settings, "", &[b])).await;
     let mut c = RawConn::connect(p.proxy).await;
     c.send(get("/", "k")).await.unwrap();
     assert_eq!(c.read_response(BOUND).await.status, 200);
     let took = c.wait_closed(BOUND).await.expect("idle keep-alive closed");
-    assert_between(
-        "keep-alive 1200ms (header timeout 300ms)",
-        took,
-        Duration::from_millis(1100),
-        Duration::from_secs(4),
-    );
+    assert_between(what, took, min, max);
 }
 
 #[tokio::test]
