@@ -3,7 +3,9 @@
 # (`balance hdr(x-user-id)` + `hash-type consistent`) over the same four backends, plus
 # wrk straight at one backend as the ceiling. ringproxy runs twice, one process per HTTP/1
 # server path: "ringproxy" with the default config (the byte relay) and "ringproxy-hyper", the
-# same binary with `http1 = "hyper"` in [proxy].
+# same binary with `http1 = "hyper"` in [proxy]. "l4-floor" is HAProxy in `mode tcp`, passing
+# bytes between paired connections without reading them: not a candidate (it cannot route by
+# key), but the bound on what any HTTP proxy can reach here with the same socket calls.
 #
 #   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
 #   bench/compare.sh                               # markdown on stdout, progress on stderr
@@ -17,7 +19,7 @@
 #   RINGPROXY_BIN_B=path also run this second ringproxy binary as target "ringproxy-b" (A/B of
 #                        two builds, same config, same rounds)
 #   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
-#                        ringproxy-hyper ringproxy-b nginx haproxy); every process is still
+#                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor); every process is still
 #                        started for the sanity check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
@@ -61,7 +63,7 @@ trap 'exit 130' INT TERM
 # shellcheck source=ports.sh
 source "$HERE/ports.sh"
 
-for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT; do
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT; do
     pick_port "$v"
 done
 
@@ -72,6 +74,7 @@ render() { # template port-for-@PORT@ output
 render nginx-backends.conf.in "" "$DIR/backends.conf"
 render nginx-proxy.conf.in "$NG_PORT" "$DIR/nginx-proxy.conf"
 render haproxy.cfg.in "$HA_PORT" "$DIR/haproxy.cfg"
+render haproxy-tcp.cfg.in "$L4_PORT" "$DIR/haproxy-tcp.cfg"
 render ringproxy.toml.in "$RP_PORT" "$DIR/ringproxy.toml"
 render ringproxy.toml.in "$RPH_PORT" "$DIR/ringproxy-hyper.toml"
 sed -i -e "s|:$RP_ADMIN\"|:$RPH_ADMIN\"|" -e 's/^\[proxy\]/[proxy]\nhttp1 = "hyper"/' "$DIR/ringproxy-hyper.toml"
@@ -109,20 +112,25 @@ haproxy -f "$DIR/haproxy.cfg" -db 2>>"$DIR/haproxy.log" &
 PID_HAPROXY=$!
 PIDS+=("$PID_HAPROXY")
 
+haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>>"$DIR/haproxy-tcp.log" &
+PID_L4=$!
+PIDS+=("$PID_L4")
+
 declare -A URL=(
     [direct]="http://127.0.0.1:$B0/"
     [ringproxy]="http://127.0.0.1:$RP_PORT/"
     [ringproxy-hyper]="http://127.0.0.1:$RPH_PORT/"
     [nginx]="http://127.0.0.1:$NG_PORT/"
     [haproxy]="http://127.0.0.1:$HA_PORT/"
+    [l4-floor]="http://127.0.0.1:$L4_PORT/"
 )
 declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [ringproxy-hyper]=$PID_RINGPROXY_HYPER
-    [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
-ALL=(direct ringproxy ringproxy-hyper nginx haproxy)
+    [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY [l4-floor]=$PID_L4)
+ALL=(direct ringproxy ringproxy-hyper nginx haproxy l4-floor)
 if [[ -n $BIN_B ]]; then
     URL[ringproxy-b]="http://127.0.0.1:$RPB_PORT/"
     PID_OF[ringproxy-b]=$PID_RINGPROXY_B
-    ALL=(direct ringproxy ringproxy-hyper ringproxy-b nginx haproxy)
+    ALL=(direct ringproxy ringproxy-hyper ringproxy-b nginx haproxy l4-floor)
 fi
 read -r -a TARGETS <<<"${TARGETS:-${ALL[*]}}"
 for t in "${TARGETS[@]}"; do
@@ -144,11 +152,12 @@ for t in "${ALL[@]}"; do
         die "$t did not come up at ${URL[$t]}"
     fi
 done
-log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, ringproxy-hyper $RPH_PORT, nginx $NG_PORT, haproxy $HA_PORT)"
+log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, ringproxy-hyper $RPH_PORT, nginx $NG_PORT, haproxy $HA_PORT, l4-floor $L4_PORT)"
 
 # ---- sanity: every proxy routes by key --------------------------------------------------------
 
 for t in "${ALL[@]:1}"; do
+    [[ $t == l4-floor ]] && continue # routes connections, not keys
     declare -A seen=()
     for k in $(seq 1 40); do
         a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
@@ -306,6 +315,7 @@ for t in "${TARGETS[@]}"; do
     [[ $t == direct ]] && label="direct to one backend (ceiling)"
     [[ $t == ringproxy ]] && label="ringproxy (default config)"
     [[ $t == ringproxy-hyper ]] && label="ringproxy-hyper (http1 = \"hyper\")"
+    [[ $t == l4-floor ]] && label="l4-floor (HAProxy mode tcp, no HTTP: the bound)"
     awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
@@ -325,6 +335,12 @@ if has ringproxy && has nginx && has haproxy && has direct; then
 awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d="${RPS[direct]}" 'BEGIN {
     printf "- ceiling: ringproxy reaches %.1f%% of direct-to-backend req/s (nginx %.1f%%, HAProxy %.1f%%)\n", 100 * rp / d, 100 * ng / d, 100 * ha / d
 }'
+fi
+if has ringproxy && has nginx && has l4-floor; then
+    awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v l4="${RPS[l4-floor]}" \
+        -v urp="${US[ringproxy]}" -v ung="${US[nginx]}" -v ul4="${US[l4-floor]}" 'BEGIN {
+        printf "- floor: the layer-4 relay makes %.3f x nginx req/s at %.3f x its CPU per request; ringproxy makes %.3f x the floor req/s at %.2f x its CPU per request\n", l4 / ng, ul4 / ung, rp / l4, urp / ul4
+    }'
 fi
 if has ringproxy && has ringproxy-hyper; then
     awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-hyper]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-hyper]}" \
