@@ -31,14 +31,28 @@ pub(crate) trait Attempts {
     /// Could the body be sent again after it has been sent?
     fn replayable(&self) -> bool;
 
-    /// One attempt at `backend`. The walk bounds it by the request timeout and logs how it
-    /// failed.
+    /// One attempt at `backend`. The walk bounds it by the request timeout
+    /// ([`send_within`](Self::send_within)) and logs how it failed.
     async fn send(
         &mut self,
         proxy: &Proxy,
         backend: &Backend,
         config: &ProxyConfig,
     ) -> Result<Self::Response, ProxyError>;
+
+    /// [`send`](Self::send) within the request timeout; `None` when the time ran out. A path
+    /// with a cheaper timer of its own provides it here.
+    async fn send_within(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Backend,
+        config: &ProxyConfig,
+    ) -> Option<Result<Self::Response, ProxyError>> {
+        let sending = self.send(proxy, backend, config);
+        tokio::time::timeout(config.request_timeout, sending)
+            .await
+            .ok()
+    }
 
     /// The response's status code.
     fn status(res: &Self::Response) -> u16;
@@ -178,12 +192,10 @@ impl Proxy {
         backend: &Backend,
         config: &ProxyConfig,
     ) -> Result<A::Response, ProxyError> {
-        let sent =
-            tokio::time::timeout(config.request_timeout, request.send(self, backend, config));
-        let error = match sent.await {
-            Ok(Ok(res)) => return Ok(res),
-            Ok(Err(error)) => error,
-            Err(_elapsed) => ProxyError::Timeout {
+        let error = match request.send_within(self, backend, config).await {
+            Some(Ok(res)) => return Ok(res),
+            Some(Err(error)) => error,
+            None => ProxyError::Timeout {
                 backend: backend.id.to_string(),
             },
         };

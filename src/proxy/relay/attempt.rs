@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::buffer::{write, Buffer, CopyError, Half};
+use super::deadline::Deadline;
 use crate::config::ProxyConfig;
 use crate::http1::{parse_response, Framing, HeadError, ResponseHead};
 use crate::metrics::Exchange;
@@ -53,6 +54,8 @@ pub(super) struct Relayed<'c> {
     pub client: &'c mut TcpStream,
     pub client_buf: &'c mut Buffer,
     pub send_timeout: Duration,
+    /// The connection's attempt deadline (none before its first attempt).
+    pub deadline: Option<Deadline>,
 }
 
 /// A backend's response: its head parsed, the bytes read after it, and the connection.
@@ -134,6 +137,32 @@ impl Attempts for Relayed<'_> {
             },
         };
         Err(error)
+    }
+
+    /// The request timeout on the connection's one attempt timer: most attempts end well
+    /// within it, and then a timer per attempt (armed, then cancelled) is work for nothing.
+    async fn send_within(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Backend,
+        config: &ProxyConfig,
+    ) -> Option<Result<Response, ProxyError>> {
+        let at = tokio::time::Instant::now() + config.request_timeout;
+        let mut deadline = match self.deadline.take() {
+            Some(mut deadline) => {
+                deadline.set(at);
+                deadline
+            }
+            None => Deadline::new(at),
+        };
+        let sent = tokio::select! {
+            // The timer last: it is only polled while the attempt waits.
+            biased;
+            sent = self.send(proxy, backend, config) => Some(sent),
+            () = deadline.expired() => None,
+        };
+        self.deadline = Some(deadline);
+        sent
     }
 
     fn status(res: &Response) -> u16 {

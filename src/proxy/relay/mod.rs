@@ -13,10 +13,12 @@
 //!
 //! - `buffer.rs`: read buffers and relaying a body by its framing.
 //! - `attempt.rs`: one try at one backend.
+//! - `deadline.rs`: the connection's timeouts, each on one timer for the connection's life.
 //! - `rewind.rs`: the hand-over to hyper.
 
 mod attempt;
 mod buffer;
+mod deadline;
 mod rewind;
 
 use std::io::Write as _;
@@ -31,6 +33,7 @@ pub use rewind::Rewind;
 
 use self::attempt::{Body, Progress, Relayed, Response};
 use self::buffer::{copy_body, write, Buffer, CopyError, Half};
+use self::deadline::Deadline;
 use super::body::MAX_REPLAY_BODY;
 use super::error::ProxyError;
 use super::service::Proxy;
@@ -78,9 +81,11 @@ pub async fn serve(
     let mut stopping = shutdown.wait();
     // The first head must be complete within the header timeout of the accept; later ones
     // within the keep-alive timeout of the previous response.
-    let mut deadline = Instant::now() + limits.header_timeout;
+    let mut deadline = Deadline::new(Instant::now() + limits.header_timeout);
+    // Each attempt's request timeout, on one timer from the first attempt on.
+    let mut attempts = None;
     loop {
-        let head = match next_head(&mut client, &mut buf, deadline, &mut stopping).await {
+        let head = match next_head(&mut client, &mut buf, &mut deadline, &mut stopping).await {
             Next::Head(head) => head,
             Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
             Next::Close => return Ended::Closed,
@@ -97,11 +102,19 @@ pub async fn serve(
         if !relayable(buf.pending(), &head) {
             return Ended::HandOver(Rewind::new(buf.take_all(), client));
         }
-        if !request(proxy, &mut client, &mut buf, &head, peer, &limits).await || shutdown.is_rung()
-        {
+        let open = request(
+            proxy,
+            &mut client,
+            &mut buf,
+            &head,
+            peer,
+            &limits,
+            &mut attempts,
+        );
+        if !open.await || shutdown.is_rung() {
             return Ended::Closed;
         }
-        deadline = Instant::now() + limits.keepalive_timeout;
+        deadline.set(Instant::now() + limits.keepalive_timeout);
     }
 }
 
@@ -116,7 +129,7 @@ enum Next {
 async fn next_head(
     client: &mut TcpStream,
     buf: &mut Buffer,
-    deadline: Instant,
+    deadline: &mut Deadline,
     stopping: &mut Wait<'_>,
 ) -> Next {
     loop {
@@ -148,13 +161,16 @@ async fn next_head(
             buf.fill(client).await
         };
         tokio::select! {
+            // The timer last: it is only polled while the read waits.
+            biased;
             // Idle, or a head half sent: nothing in flight to finish.
             () = &mut *stopping => return Next::Close,
-            read = tokio::time::timeout_at(deadline, read) => match read {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed, failed, or overstayed.
+            read = read => match read {
+                Ok(n) if n > 0 => {}
+                // Closed or failed.
                 _ => return Next::Close,
             },
+            () = deadline.expired() => return Next::Close,
         }
     }
 }
@@ -210,6 +226,7 @@ impl Headers for RawHeaders<'_> {
 }
 
 /// Relays one request and its response; answers whether the connection stays open.
+/// `attempts` is the connection's attempt deadline, lent to this request's walk.
 async fn request(
     proxy: &Proxy,
     client: &mut TcpStream,
@@ -217,6 +234,7 @@ async fn request(
     head: &RequestHead,
     peer: SocketAddr,
     limits: &Limits,
+    attempts: &mut Option<Deadline>,
 ) -> bool {
     let snapshot = proxy.cluster().load();
     let settings = &*snapshot.settings;
@@ -272,8 +290,10 @@ async fn request(
         client,
         client_buf: buf,
         send_timeout: limits.send_timeout,
+        deadline: attempts.take(),
     };
     let chosen = proxy.walk(&snapshot, position, keyed, &mut relayed).await;
+    *attempts = relayed.deadline.take();
     let progress = match relayed.body {
         Body::Sent => Progress::Done,
         Body::Streamed(_, p) => p,
