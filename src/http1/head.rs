@@ -58,6 +58,13 @@ pub struct RequestHead {
     pub lines: Lines,
 }
 
+/// `v`, emptied, with room for `n` more.
+pub(super) fn reserved<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.clear();
+    v.reserve(n);
+    v
+}
+
 /// Why a head cannot be relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
@@ -74,6 +81,16 @@ pub enum HeadError {
 
 /// Parses the request head at the start of `buf` (at most `limit` bytes of it).
 pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError> {
+    parse_request_with(buf, limit, Vec::new)
+}
+
+/// [`parse_request`], with the vector for the header lines from `lines` (called once the
+/// head is complete): a caller parsing head after head can reuse vectors.
+pub fn parse_request_with(
+    buf: &[u8],
+    limit: usize,
+    lines: impl FnOnce() -> Vec<(Range<usize>, Range<usize>)>,
+) -> Result<RequestHead, HeadError> {
     // Uninitialised: filling 100 empty headers first costs more than parsing a typical head.
     let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -102,7 +119,7 @@ pub fn parse_request(buf: &[u8], limit: usize) -> Result<RequestHead, HeadError>
         method,
         target,
         minor,
-        headers: Vec::with_capacity(req.headers.len()),
+        headers: reserved(lines(), req.headers.len()),
         framing: Framing::None,
         close: false,
         expect_continue: false,

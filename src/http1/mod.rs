@@ -19,7 +19,7 @@ mod response;
 mod rewrite;
 
 pub use chunked::{ChunkError, Chunked};
-pub use head::{parse_request, Framing, HeadError, RequestHead, MAX_HEADERS};
+pub use head::{parse_request, parse_request_with, Framing, HeadError, RequestHead, MAX_HEADERS};
 pub use names::Lines;
-pub use response::{parse_response, ResponseHead};
+pub use response::{parse_response, parse_response_with, ResponseHead};
 pub use rewrite::{request_head, response_head};

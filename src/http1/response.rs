@@ -12,7 +12,9 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::head::{complete, crlf_line_ends, record_lines, ConnectionOptions, FramingHeaders};
+use super::head::{
+    complete, crlf_line_ends, record_lines, reserved, ConnectionOptions, FramingHeaders,
+};
 use super::names::{Lines, Name};
 use super::{Framing, HeadError, MAX_HEADERS};
 
@@ -45,6 +47,17 @@ pub fn parse_response(
     limit: usize,
     head_request: bool,
 ) -> Result<ResponseHead, HeadError> {
+    parse_response_with(buf, limit, head_request, Vec::new)
+}
+
+/// [`parse_response`], with the vector for the header lines from `lines` (called once the
+/// head is complete).
+pub fn parse_response_with(
+    buf: &[u8],
+    limit: usize,
+    head_request: bool,
+    lines: impl FnOnce() -> Vec<(Range<usize>, Range<usize>)>,
+) -> Result<ResponseHead, HeadError> {
     let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -72,7 +85,7 @@ pub fn parse_response(
         status,
         minor,
         reason: reason(head_bytes, start),
-        headers: Vec::with_capacity(res.headers.len()),
+        headers: reserved(lines(), res.headers.len()),
         framing: Framing::None,
         close: false,
         lines: Lines::default(),

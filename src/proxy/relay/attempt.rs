@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 
 use super::buffer::{write, Buffer, CopyError, Half};
 use super::deadline::Deadline;
+use super::spare::{Scratch, LINES_KIND};
 use crate::config::ProxyConfig;
-use crate::http1::{parse_response, Framing, HeadError, ResponseHead};
+use crate::http1::{parse_response_with, Framing, HeadError, ResponseHead};
 use crate::metrics::Exchange;
 use crate::proxy::error::ProxyError;
 use crate::proxy::service::Proxy;
@@ -48,7 +49,7 @@ pub(super) enum Progress {
 pub(super) struct Relayed<'c> {
     pub method: Method,
     /// The upstream head, followed by the whole body when it is [`Body::Sent`].
-    pub head: Vec<u8>,
+    pub head: Scratch,
     pub body: Body,
     pub expect_continue: bool,
     pub client: &'c mut TcpStream,
@@ -275,7 +276,8 @@ fn response_head(buf: &mut Buffer, head_request: bool) -> Result<Option<Response
         if buf.pending().is_empty() {
             return Ok(None);
         }
-        match parse_response(buf.pending(), MAX_RESPONSE_HEAD, head_request) {
+        let lines = || LINES_KIND.take();
+        match parse_response_with(buf.pending(), MAX_RESPONSE_HEAD, head_request, lines) {
             Ok(head) if (100..200).contains(&head.status) && head.status != 101 => {
                 // 100 Continue, 103 Early Hints: the final response follows.
                 buf.consume(head.len);

@@ -2,7 +2,6 @@
 //! exactly `Content-Length` bytes, a chunked body to its last chunk and trailers (scanned, not
 //! decoded: the bytes go through as they came), or everything until the sender closes.
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
@@ -12,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::spare::{BUFFERS_KIND, READ_CHUNK};
 use crate::http1::{Chunked, Framing};
 
 /// Bytes read from a socket and not yet used.
@@ -20,47 +20,10 @@ pub(super) struct Buffer {
     start: usize,
 }
 
-/// Read size: one syscall's worth for a typical head or body piece.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Buffers kept for reuse per worker thread, and the largest one kept: a response buffer is
-/// taken and dropped once per request, and allocating 16 KiB each time costs more than
-/// parsing the response head.
-const SPARE_BUFFERS: usize = 16;
-const SPARE_CAPACITY: usize = 2 * READ_CHUNK;
-
-thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A spare buffer of this thread, or a new one.
-fn take_spare() -> Vec<u8> {
-    SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
-}
-
-/// Keeps `data` for the next [`take_spare`], unless enough are kept or it is oddly sized.
-fn give_back(mut data: Vec<u8>) {
-    if data.capacity() < READ_CHUNK || data.capacity() > SPARE_CAPACITY {
-        return;
-    }
-    data.clear();
-    // Gone only when the thread is exiting.
-    let _ = SPARE.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(data);
-        }
-    });
-}
-
 impl Buffer {
     pub(super) fn new() -> Buffer {
         Buffer {
-            data: take_spare(),
+            data: BUFFERS_KIND.take(),
             start: 0,
         }
     }
@@ -69,7 +32,7 @@ impl Buffer {
     /// no buffer); the next [`Buffer::fill`] takes one again.
     pub(super) fn release(&mut self) {
         if self.pending().is_empty() {
-            give_back(std::mem::take(&mut self.data));
+            BUFFERS_KIND.give(std::mem::take(&mut self.data));
             self.start = 0;
         }
     }
@@ -99,7 +62,7 @@ impl Buffer {
     /// Reads more from `stream`; `Ok(0)` at its end. Reading nothing when cancelled.
     pub(super) async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
         if self.data.capacity() == 0 {
-            self.data = take_spare();
+            self.data = BUFFERS_KIND.take();
         }
         if self.start > 0 && self.data.capacity() - self.data.len() < READ_CHUNK / 2 {
             // Move the pending bytes to the front rather than grow.
@@ -113,7 +76,7 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.data));
+        BUFFERS_KIND.give(std::mem::take(&mut self.data));
     }
 }
 

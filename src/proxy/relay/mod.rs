@@ -20,6 +20,7 @@ mod attempt;
 mod buffer;
 mod deadline;
 mod rewind;
+mod spare;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -34,13 +35,14 @@ pub use rewind::Rewind;
 use self::attempt::{Body, Progress, Relayed, Response};
 use self::buffer::{copy_body, write, Buffer, CopyError, Half};
 use self::deadline::Deadline;
+use self::spare::{Scratch, LINES_KIND};
 use super::body::MAX_REPLAY_BODY;
 use super::error::ProxyError;
 use super::service::Proxy;
 use super::walk::{is_idempotent, position};
 use crate::affinity_template::{Headers, RequestView, Scheme};
 use crate::config::ProxyConfig;
-use crate::http1::{parse_request, Framing, HeadError, RequestHead};
+use crate::http1::{parse_request_with, Framing, HeadError, RequestHead};
 use crate::load::LoadGuard;
 use crate::snapshot::Backend;
 use crate::sync::{Bell, Wait};
@@ -111,7 +113,9 @@ pub async fn serve(
             &limits,
             &mut attempts,
         );
-        if !open.await || shutdown.is_rung() {
+        let open = open.await;
+        LINES_KIND.give(head.headers);
+        if !open || shutdown.is_rung() {
             return Ended::Closed;
         }
         deadline.set(Instant::now() + limits.keepalive_timeout);
@@ -140,7 +144,7 @@ async fn next_head(
             if pending.starts_with(b"PR") {
                 return Next::HandOver;
             }
-            match parse_request(pending, MAX_REQUEST_HEAD) {
+            match parse_request_with(pending, MAX_REQUEST_HEAD, || LINES_KIND.take()) {
                 Ok(head) => return Next::Head(head),
                 Err(HeadError::Partial) => {}
                 Err(HeadError::TooLarge) => {
@@ -252,7 +256,8 @@ async fn request(
         let key = settings.affinity.extract_view(&view);
         position(&settings.affinity, &snapshot.ring, key.as_deref())
     };
-    let mut upstream = Vec::with_capacity(head.len + 128);
+    let mut upstream = Scratch::new();
+    upstream.reserve(head.len + 128);
     // Requests without Host go to hyper, so there is always one to keep.
     crate::http1::request_head(bytes, head, peer.ip(), b"", &mut upstream);
     buf.consume(head.len);
@@ -298,7 +303,7 @@ async fn request(
         Body::Sent => Progress::Done,
         Body::Streamed(_, p) => p,
     };
-    let (client, client_buf) = (relayed.client, relayed.client_buf);
+    let (client, client_buf, scratch) = (relayed.client, relayed.client_buf, relayed.head);
     match chosen {
         Ok(chosen) => {
             respond(
@@ -310,6 +315,7 @@ async fn request(
                     backend: chosen.backend,
                     load: chosen.load,
                 },
+                scratch,
                 config,
                 head.close || progress != Progress::Done,
                 limits,
@@ -363,6 +369,7 @@ async fn respond(
     client_buf: &mut Buffer,
     res: Response,
     upstream: Upstream<'_>,
+    mut out: Scratch,
     config: &ProxyConfig,
     close: bool,
     limits: &Limits,
@@ -370,17 +377,19 @@ async fn respond(
     let Response {
         mut stream,
         mut buf,
-        head,
+        mut head,
         exchange,
         upload,
     } = res;
     let Upstream { backend, load } = upstream;
     let close = close || head.close || upload.is_some();
-    let mut out = Vec::with_capacity(head.len + 64);
+    out.clear();
+    out.reserve(head.len + 64);
     let debug = [(&b"x-ringproxy-backend"[..], backend.id.as_bytes())];
     let extra: &[(&[u8], &[u8])] = if config.debug_headers { &debug } else { &[] };
     crate::http1::response_head(buf.pending(), &head, extra, close, &mut out);
     buf.consume(head.len);
+    LINES_KIND.give(std::mem::take(&mut head.headers));
     // The whole body is often here already: one write for head and body.
     if let (Framing::Length(n), None) = (head.framing, &upload) {
         if let Ok(n) = usize::try_from(n) {
