@@ -133,6 +133,33 @@ impl Half {
         matches!(self.left, Left::Done)
     }
 
+    /// Marks how much of `buf` is body, unless that is known already.
+    fn frame(&mut self, buf: &Buffer) -> Result<(), CopyError> {
+        if self.ready == 0 && !buf.pending().is_empty() {
+            let pending = buf.pending();
+            self.ready = match &mut self.left {
+                Left::Length(left) => pending
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX)),
+                Left::Chunked(chunked) => chunked.feed(pending).map_err(CopyError::Framing)?,
+                Left::UntilClose => pending.len(),
+                Left::Done => 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// Is the rest of the body in the buffer already (nothing more to read, maybe more to
+    /// write)?
+    fn read_all(&self) -> bool {
+        match &self.left {
+            Left::Done => true,
+            Left::Length(left) => self.ready as u64 == *left,
+            Left::Chunked(chunked) => chunked.done(),
+            Left::UntilClose => false,
+        }
+    }
+
     /// One step: writes body bytes that are in `buf`, or reads more from `from`. A write may
     /// wait at most `write_timeout` in all, across steps.
     pub(super) async fn step<R, W>(
@@ -146,17 +173,7 @@ impl Half {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        if self.ready == 0 && !buf.pending().is_empty() {
-            let pending = buf.pending();
-            self.ready = match &mut self.left {
-                Left::Length(left) => pending
-                    .len()
-                    .min(usize::try_from(*left).unwrap_or(usize::MAX)),
-                Left::Chunked(chunked) => chunked.feed(pending).map_err(CopyError::Framing)?,
-                Left::UntilClose => pending.len(),
-                Left::Done => 0,
-            };
-        }
+        self.frame(buf)?;
         if self.ready > 0 {
             let mut writing = pin!(to.write(&buf.pending()[..self.ready]));
             let written = match ready_now(writing.as_mut()).await {
@@ -204,20 +221,33 @@ impl Half {
 
 /// Relays a body framed as `framing` from `from` (its first bytes already in `buf`) to `to`.
 /// Bytes after the body stay in `buf`. A write may wait at most `write_timeout`.
+/// `read_all` runs once the body's last byte has been read, before the last write: what
+/// `from` owes is settled then, however long `to` takes.
 pub(super) async fn copy_body<R, W>(
     framing: Framing,
     buf: &mut Buffer,
     from: &mut R,
     to: &mut W,
     write_timeout: Duration,
+    read_all: impl FnOnce(),
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut half = Half::new(framing);
+    let mut read_all = Some(read_all);
     while !half.done() {
+        half.frame(buf)?;
+        if half.read_all() {
+            if let Some(read_all) = read_all.take() {
+                read_all();
+            }
+        }
         half.step(buf, from, to, write_timeout).await?;
+    }
+    if let Some(read_all) = read_all {
+        read_all();
     }
     Ok(())
 }
@@ -250,4 +280,81 @@ async fn ready_now<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output>
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use tokio::io::{duplex, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// The whole body has been read from the sender but cannot all be written yet (the
+    /// receiver reads nothing): `read_all` has run, the copy is still waiting.
+    async fn read_all_before_the_last_write(framing: Framing, body: &[u8]) {
+        let (mut backend, mut from) = duplex(64 * 1024);
+        let (mut to, mut client) = duplex(16);
+        backend.write_all(body).await.unwrap();
+        let ran = Cell::new(false);
+        let mut buf = Buffer::new();
+        let copying = copy_body(
+            framing,
+            &mut buf,
+            &mut from,
+            &mut to,
+            Duration::from_secs(60),
+            || {
+                ran.set(true);
+            },
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(1), copying).await;
+        assert!(
+            waited.is_err(),
+            "the copy ended though the receiver read nothing"
+        );
+        assert!(ran.get(), "read_all had not run with the whole body read");
+        drop((backend, to));
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
+        read.await.expect("the receiver's side ends").unwrap();
+        assert_eq!(&got[..16], &body[..16]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_all_runs_when_the_last_byte_is_read_not_written() {
+        let body = vec![b'x'; 200];
+        read_all_before_the_last_write(Framing::Length(200), &body).await;
+        let chunked = b"5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
+        read_all_before_the_last_write(Framing::Chunked, chunked).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn read_all_waits_for_the_body_end() {
+        let (mut backend, mut from) = duplex(64 * 1024);
+        let (mut to, mut client) = duplex(64 * 1024);
+        // Half the body: nothing more arrives.
+        backend.write_all(&[b'x'; 100]).await.unwrap();
+        let ran = Cell::new(false);
+        let mut buf = Buffer::new();
+        let copying = copy_body(
+            Framing::Length(200),
+            &mut buf,
+            &mut from,
+            &mut to,
+            Duration::from_secs(60),
+            || {
+                ran.set(true);
+            },
+        );
+        assert!(tokio::time::timeout(Duration::from_secs(1), copying)
+            .await
+            .is_err());
+        assert!(!ran.get(), "read_all ran with half the body unread");
+        let mut got = [0u8; 100];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got));
+        read.await
+            .expect("half the body reached the receiver")
+            .unwrap();
+    }
 }

@@ -412,6 +412,15 @@ async fn respond(
         client_gone(backend, &e);
         return false;
     }
+    // The backend's load and timing end with the last byte read from it (dropped unfinished
+    // if the relay fails).
+    let mut with_backend = Some((exchange, load));
+    let mut backend_done = || {
+        if let Some((exchange, load)) = with_backend.take() {
+            exchange.finish();
+            drop(load);
+        }
+    };
     let relayed = match upload {
         None => {
             copy_body(
@@ -420,6 +429,7 @@ async fn respond(
                 &mut stream,
                 client,
                 limits.send_timeout,
+                &mut backend_done,
             )
             .await
         }
@@ -438,8 +448,7 @@ async fn respond(
     };
     match relayed {
         Ok(()) => {
-            exchange.finish();
-            drop(load);
+            backend_done();
             let reusable = !matches!(head.framing, Framing::UntilClose);
             finish(proxy, backend, config, stream, &buf, close || !reusable)
         }
