@@ -4,6 +4,7 @@
 //! in-flight gauges are atomics of their own in `latency.rs`, encoded into the same output.
 
 mod latency;
+mod recent;
 
 pub use latency::{BackendReading, Exchange, Latency, Reading, BUCKETS};
 
@@ -87,6 +88,8 @@ pub struct Metrics {
     ring_moved_share: Gauge<f64, AtomicU64>,
     ring_share: Family<BackendLabels, Gauge<f64, AtomicU64>>,
     latency: Arc<Latency>,
+    /// This registry's number for the per-thread counter memo (`recent.rs`).
+    serial: u64,
 }
 
 impl Default for Metrics {
@@ -230,6 +233,7 @@ impl Metrics {
             ring_moved_share,
             ring_share,
             latency,
+            serial: recent::registry_serial(),
         }
     }
 
@@ -252,12 +256,14 @@ impl Metrics {
 
     /// A backend answered with `code`.
     pub fn response(&self, backend: &Arc<str>, code: u16) {
-        self.responses
-            .get_or_create(&ResponseLabels {
-                backend: backend.clone(),
-                code,
-            })
-            .inc();
+        recent::count(self.serial, backend, code, || {
+            self.responses
+                .get_or_create(&ResponseLabels {
+                    backend: backend.clone(),
+                    code,
+                })
+                .clone()
+        });
     }
 
     /// A request failed at `backend`; `kind` is the error's own label.
