@@ -104,6 +104,55 @@ async fn p1_silent_connections_and_a_bare_h2_preface_are_closed_after_the_header
     assert_eq!(r.status, 200, "{}", body_text(&r));
 }
 
+/// A `GET` whose head is `size` bytes, padded with one long header.
+fn get_of_size(size: usize) -> String {
+    let bare = get("/", "k");
+    let pad = "x-pad: \r\n".len();
+    let value = "v".repeat(size - bare.len() - pad);
+    format!("GET / HTTP/1.1\r\nHost: proxy.test\r\nx-user-id: k\r\nx-pad: {value}\r\n\r\n")
+}
+
+#[tokio::test]
+async fn request_heads_over_the_configured_size_get_431() {
+    let b = start_recorder("b1").await;
+    for (limit, setting) in [
+        (64 * 1024, ""),
+        (16 * 1024, "client_max_header_bytes = 16384"),
+    ] {
+        let p = start_proxy(&config(setting, "", &[&b])).await;
+        let fits = get_of_size(limit - 1024);
+        assert_eq!(fits.len(), limit - 1024);
+        let r = raw_exchange(p.proxy, &fits).await;
+        assert_eq!(
+            r.status,
+            200,
+            "a {}-byte head under a {limit}-byte limit",
+            fits.len()
+        );
+        let before = b.seen().len();
+        let mut c = RawConn::connect(p.proxy).await;
+        c.send(get_of_size(limit + 1024)).await.unwrap();
+        let r = c.read_response(BOUND).await;
+        assert_eq!(r.status, 431, "a head 1 KiB over the {limit}-byte limit");
+        assert!(
+            c.wait_closed(BOUND).await.is_some(),
+            "the connection stayed open after 431"
+        );
+        assert_eq!(
+            b.seen().len(),
+            before,
+            "the oversized head reached the backend"
+        );
+    }
+    // Below what hyper's HTTP/1 server can buffer: refused at load, naming the field.
+    let err = Config::parse(&config("client_max_header_bytes = 4096", "", &[&b]))
+        .expect_err("a 4 KiB limit was accepted");
+    assert!(
+        err.to_string().contains("proxy.client_max_header_bytes"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn p1_idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let b = start_recorder("b1").await;

@@ -41,6 +41,9 @@ pub struct ProxyConfig {
     pub client_keepalive_timeout: Duration,
     /// HTTP/2: time allowed without an open stream.
     pub client_idle_timeout: Duration,
+    /// The largest request head a client may send, in bytes (request line and header lines;
+    /// for HTTP/2 the header list as HPACK counts it); a larger one is answered 431.
+    pub client_max_header_bytes: usize,
     /// Time a response may wait on a client that is not reading it; past it the client and
     /// its backend connection are closed.
     pub send_timeout: Duration,
@@ -120,6 +123,13 @@ impl TryFrom<RawProxy> for ProxyConfig {
                 "proxy.client_idle_timeout",
                 raw.client_idle_timeout,
                 Duration::from_secs(60),
+            )?,
+            // hyper's HTTP/1 server needs at least 8 KiB of buffer.
+            client_max_header_bytes: int_in(
+                "proxy.client_max_header_bytes",
+                raw.client_max_header_bytes,
+                8192..=1 << 20,
+                64 * 1024,
             )?,
             send_timeout: duration(
                 "proxy.send_timeout",

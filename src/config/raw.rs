@@ -39,6 +39,7 @@ pub(crate) struct RawProxy {
     pub client_header_timeout: Option<String>,
     pub client_keepalive_timeout: Option<String>,
     pub client_idle_timeout: Option<String>,
+    pub client_max_header_bytes: Option<i64>,
     pub send_timeout: Option<String>,
     pub max_connections: Option<i64>,
     pub http1: Option<String>,

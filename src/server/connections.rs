@@ -126,6 +126,8 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// Time a response may wait on a client that does not read.
     pub send_timeout: Duration,
+    /// The largest request head, in bytes; past it: 431.
+    pub max_head: usize,
     /// Serve HTTP/1.1 with the byte relay (proxy listener only).
     pub relay: bool,
 }
@@ -196,6 +198,7 @@ pub async fn serve<H, F, B>(
                         header_timeout: policy.header_timeout,
                         keepalive_timeout: policy.keepalive_timeout,
                         send_timeout: policy.send_timeout,
+                        max_head: policy.max_head,
                     };
                     tokio::select! {
                         biased;
@@ -245,7 +248,9 @@ fn builder(policy: &Policy) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(policy.header_timeout.max(policy.keepalive_timeout));
+        .header_read_timeout(policy.header_timeout.max(policy.keepalive_timeout))
+        // The head must fit the read buffer, or hyper answers 431, as the relay does.
+        .max_buf_size(policy.max_head);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -254,14 +259,13 @@ fn builder(policy: &Policy) -> auto::Builder<TokioExecutor> {
         // work; past this many pending, the connection is closed.
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
-        .max_header_list_size(H2_MAX_HEADER_LIST);
+        .max_header_list_size(u32::try_from(policy.max_head).unwrap_or(u32::MAX));
     builder
 }
 
 const H2_MAX_STREAMS: u32 = 128;
 const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_RESETS: usize = 256;
-const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// Drives one connection and closes it when its client overstays: idle past its limit,
 /// or not reading a response past the send timeout. On shutdown an idle connection closes at

@@ -177,6 +177,7 @@ impl Server {
                 keepalive_timeout: p.client_keepalive_timeout,
                 idle_timeout: p.client_idle_timeout,
                 send_timeout: p.send_timeout,
+                max_head: p.client_max_header_bytes,
                 relay: p.http1 == Http1::Relay,
             }
         });

@@ -47,9 +47,6 @@ use crate::load::LoadGuard;
 use crate::snapshot::Backend;
 use crate::sync::{Bell, Wait};
 
-/// Largest request head; past it the client gets 431.
-pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
-
 /// The time limits of one client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -59,6 +56,8 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Each write to the client.
     pub send_timeout: Duration,
+    /// The largest request head; past it the client gets 431.
+    pub max_head: usize,
 }
 
 /// How a relayed connection ended.
@@ -87,7 +86,14 @@ pub async fn serve(
     // Each attempt's request timeout, on one timer from the first attempt on.
     let mut attempts = None;
     loop {
-        let head = match next_head(&mut client, &mut buf, &mut deadline, &mut stopping).await {
+        let reading = next_head(
+            &mut client,
+            &mut buf,
+            limits.max_head,
+            &mut deadline,
+            &mut stopping,
+        );
+        let head = match reading.await {
             Next::Head(head) => head,
             Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
             Next::Close => return Ended::Closed,
@@ -129,10 +135,11 @@ enum Next {
     Reject(u16, &'static str),
 }
 
-/// Reads until a complete head is in `buf`, by `deadline`.
+/// Reads until a complete head (at most `max_head` bytes) is in `buf`, by `deadline`.
 async fn next_head(
     client: &mut TcpStream,
     buf: &mut Buffer,
+    max_head: usize,
     deadline: &mut Deadline,
     stopping: &mut Wait<'_>,
 ) -> Next {
@@ -144,7 +151,7 @@ async fn next_head(
             if pending.starts_with(b"PR") {
                 return Next::HandOver;
             }
-            match parse_request_with(pending, MAX_REQUEST_HEAD, || LINES_KIND.take()) {
+            match parse_request_with(pending, max_head, || LINES_KIND.take()) {
                 Ok(head) => return Next::Head(head),
                 Err(HeadError::Partial) => {}
                 Err(HeadError::TooLarge) => {
