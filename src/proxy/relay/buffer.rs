@@ -286,75 +286,62 @@ async fn ready_now<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output>
 mod tests {
     use std::cell::Cell;
 
-    use tokio::io::{duplex, AsyncWriteExt as _};
+    use tokio::io::{duplex, AsyncWriteExt as _, DuplexStream};
 
     use super::*;
 
-    /// The whole body has been read from the sender but cannot all be written yet (the
-    /// receiver reads nothing): `read_all` has run, the copy is still waiting.
-    async fn read_all_before_the_last_write(framing: Framing, body: &[u8]) {
+    /// Sends `sent` to the copy's sender and copies for a (paused) second towards a receiver
+    /// that reads nothing and has room for `room` bytes: did the copy end, had `read_all`
+    /// run, and the receiver's end (closed after what the copy wrote).
+    async fn copy_a_while(
+        framing: Framing,
+        sent: &[u8],
+        room: usize,
+    ) -> (bool, bool, DuplexStream) {
         let (mut backend, mut from) = duplex(64 * 1024);
-        let (mut to, mut client) = duplex(16);
-        backend.write_all(body).await.unwrap();
+        let (mut to, client) = duplex(room);
+        backend.write_all(sent).await.unwrap();
         let ran = Cell::new(false);
         let mut buf = Buffer::new();
-        let copying = copy_body(
-            framing,
-            &mut buf,
-            &mut from,
-            &mut to,
-            Duration::from_secs(60),
-            || {
-                ran.set(true);
-            },
-        );
-        let waited = tokio::time::timeout(Duration::from_secs(1), copying).await;
-        assert!(
-            waited.is_err(),
-            "the copy ended though the receiver read nothing"
-        );
-        assert!(ran.get(), "read_all had not run with the whole body read");
-        drop((backend, to));
-        let mut got = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
-        read.await.expect("the receiver's side ends").unwrap();
-        assert_eq!(&got[..16], &body[..16]);
+        let timeout = Duration::from_secs(60);
+        let copying = copy_body(framing, &mut buf, &mut from, &mut to, timeout, || {
+            ran.set(true);
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(1), copying)
+            .await
+            .is_ok();
+        (ended, ran.get(), client)
     }
 
     #[tokio::test(start_paused = true)]
     async fn read_all_runs_when_the_last_byte_is_read_not_written() {
-        let body = vec![b'x'; 200];
-        read_all_before_the_last_write(Framing::Length(200), &body).await;
         let chunked = b"5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
-        read_all_before_the_last_write(Framing::Chunked, chunked).await;
+        for (framing, body) in [
+            (Framing::Length(200), &[b'x'; 200][..]),
+            (Framing::Chunked, chunked),
+        ] {
+            // The receiver takes 16 bytes: the body is read whole, its writing waits.
+            let (ended, ran, mut client) = copy_a_while(framing, body, 16).await;
+            assert!(!ended, "the copy ended though the receiver read nothing");
+            assert!(
+                ran,
+                "read_all had not run with the whole body read ({framing:?})"
+            );
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
+            read.await.expect("the receiver's side ends").unwrap();
+            assert_eq!(got, &body[..16]);
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn read_all_waits_for_the_body_end() {
-        let (mut backend, mut from) = duplex(64 * 1024);
-        let (mut to, mut client) = duplex(64 * 1024);
-        // Half the body: nothing more arrives.
-        backend.write_all(&[b'x'; 100]).await.unwrap();
-        let ran = Cell::new(false);
-        let mut buf = Buffer::new();
-        let copying = copy_body(
-            Framing::Length(200),
-            &mut buf,
-            &mut from,
-            &mut to,
-            Duration::from_secs(60),
-            || {
-                ran.set(true);
-            },
-        );
-        assert!(tokio::time::timeout(Duration::from_secs(1), copying)
-            .await
-            .is_err());
-        assert!(!ran.get(), "read_all ran with half the body unread");
-        let mut got = [0u8; 100];
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got));
-        read.await
-            .expect("half the body reached the receiver")
-            .unwrap();
+        // Half the body, and nothing more arrives.
+        let (ended, ran, mut client) = copy_a_while(Framing::Length(200), &[b'x'; 100], 1024).await;
+        assert!(!ended && !ran, "read_all ran with half the body unread");
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
+        read.await.expect("the receiver's side ends").unwrap();
+        assert_eq!(got.len(), 100);
     }
 }
