@@ -118,8 +118,8 @@ pub async fn serve(
             peer,
             &limits,
             &mut attempts,
-        );
-        let open = open.await;
+        )
+        .await;
         LINES_KIND.give(head.headers);
         if !open || shutdown.is_rung() {
             return Ended::Closed;
