@@ -14,13 +14,14 @@ mod target;
 mod upgrade;
 mod upstream;
 mod walk;
+mod worker;
 
 pub use body::UpstreamBody;
 pub use error::ProxyError;
 pub use pool::{Pool, Pooled};
-pub use service::Proxy;
 pub use upgrade::ConnectionHold;
 pub use upstream::{connect, connect_tcp, describe, Timeouts, Upstream, UpstreamError};
+pub use worker::Proxy;
 
 mod relayed;
 

@@ -1,7 +1,8 @@
-//! The per-request path: key → snapshot → first usable candidate → forward, failing over.
+//! The hyper path's per-request handling: key → snapshot → the shared walk (`walk.rs`) over
+//! hyper's client → the response, rewritten for the client. The worker state it reads is
+//! `worker.rs`; the byte relay (`relay/`) is the other path over the same walk.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST, TRANSFER_ENCODING};
@@ -13,31 +14,17 @@ use hyper::body::{Body as _, Incoming};
 
 use super::body::{RequestBody, UpstreamBody};
 use super::error::ProxyError;
-use super::pool::Pool;
-use super::upstream::{ResponseBody, Timeouts, Upstream};
+use super::upstream::{ResponseBody, Timeouts};
 use super::walk::{is_idempotent, position, Attempts};
+use super::worker::Proxy;
 use super::{target, upgrade};
 use super::{ProxyBody, Relayed};
 use crate::config::ProxyConfig;
 use crate::load::LoadGuard;
-use crate::metrics::Metrics;
-use crate::snapshot::{Backend, Cluster};
-use crate::traffic::Traffic;
+use crate::snapshot::Backend;
 use crate::{forwarded, hop};
-use tokio::net::TcpStream;
 
 const X_RINGPROXY_BACKEND: HeaderName = HeaderName::from_static("x-ringproxy-backend");
-
-/// Shared by every connection of one proxy worker.
-pub struct Proxy {
-    cluster: Arc<Cluster>,
-    traffic: Arc<Traffic>,
-    /// This worker's connections to the backends.
-    pool: Upstream,
-    /// This worker's raw connections to the backends, for the HTTP/1 relay.
-    relay_pool: Arc<Pool<TcpStream>>,
-    metrics: Arc<Metrics>,
-}
 
 /// The request as it goes upstream, minus the destination.
 struct Head {
@@ -49,36 +36,12 @@ struct Head {
 }
 
 impl Proxy {
-    /// A proxy with its own upstream pool; [`Proxy::with_own_pool`] makes one per worker.
-    /// Everything else it needs (settings included) comes from the cluster's snapshot, once
-    /// per request.
-    pub fn new(cluster: Arc<Cluster>, traffic: Arc<Traffic>, metrics: Arc<Metrics>) -> Proxy {
-        Proxy {
-            cluster,
-            traffic,
-            pool: Upstream::new(metrics.upstream_idle()),
-            relay_pool: Arc::new(Pool::new(metrics.upstream_idle())),
-            metrics,
-        }
-    }
-
-    /// The same proxy with a connection pool of its own, for another worker thread: pooled
-    /// connections are driven by tasks on the thread that opened them, so sharing a pool would
-    /// hand requests across threads.
-    pub fn with_own_pool(&self) -> Proxy {
-        Proxy::new(
-            self.cluster.clone(),
-            self.traffic.clone(),
-            self.metrics.clone(),
-        )
-    }
-
     /// Routes and forwards one request; every failure becomes the client's answer here.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         match self.forward(req, peer).await {
             Ok(res) => res,
             Err(e) => {
-                self.metrics.rejected(e.reason());
+                self.metrics().rejected(e.reason());
                 e.into_response()
             }
         }
@@ -91,7 +54,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
         target::check(&parts)?;
-        let snapshot = self.cluster.load();
+        let snapshot = self.cluster().load();
         let settings = &*snapshot.settings;
         let key = settings.affinity.extract(&parts, peer.ip());
         let (position, keyed) = position(&settings.affinity, &snapshot.ring, key.as_deref())?;
@@ -117,26 +80,6 @@ impl Proxy {
             &head,
             chosen.load,
         ))
-    }
-
-    /// The cluster whose snapshot each request loads.
-    pub(crate) fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    /// This worker's raw backend connections.
-    pub(crate) fn relay_pool(&self) -> &Arc<Pool<TcpStream>> {
-        &self.relay_pool
-    }
-
-    /// Request counts the load bound and the hot-key sketch read.
-    pub(crate) fn traffic(&self) -> &Traffic {
-        &self.traffic
-    }
-
-    /// The metrics every request reports to.
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// One attempt against one backend (the walk bounds it by the request timeout).
@@ -172,21 +115,21 @@ impl Proxy {
             idle: config.upstream_idle_timeout,
         };
         // In flight and timed from here to the end of the response body.
-        let exchange = self.metrics.begin(&backend.id);
+        let exchange = self.metrics().begin(&backend.id);
         let sent = async {
             match &head.upgrade {
                 Some(upgrade) => {
-                    self.metrics.upstream_opened(&backend.id);
+                    self.metrics().upstream_opened(&backend.id);
                     let res = upgrade
                         .exchange(&backend.address, req, timeouts.connect)
                         .await?;
                     Ok(res.map(ResponseBody::unpooled))
                 }
                 None => {
-                    self.pool
+                    self.upstream()
                         .send(&backend.address, req, timeouts, |took| {
-                            self.metrics.upstream_opened(&backend.id);
-                            self.metrics.upstream_connected(&backend.id, took);
+                            self.metrics().upstream_opened(&backend.id);
+                            self.metrics().upstream_connected(&backend.id, took);
                         })
                         .await
                 }

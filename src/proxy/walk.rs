@@ -8,7 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 
 use super::error::ProxyError;
-use super::service::Proxy;
+use super::worker::Proxy;
 use crate::affinity::{AffinityConfig, OnMissing};
 use crate::clock::now_ms;
 use crate::config::{BalanceConfig, HealthConfig, ProxyConfig, Spread};

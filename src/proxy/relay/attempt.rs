@@ -18,9 +18,9 @@ use crate::config::ProxyConfig;
 use crate::http1::{parse_response_with, Framing, HeadError, ResponseHead};
 use crate::metrics::Exchange;
 use crate::proxy::error::ProxyError;
-use crate::proxy::service::Proxy;
 use crate::proxy::upstream::{connect_tcp, reset};
 use crate::proxy::walk::Attempts;
+use crate::proxy::worker::Proxy;
 use crate::snapshot::Backend;
 
 /// Largest response head read from a backend.
