@@ -333,15 +333,15 @@ awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" \
 fi
 # The same ratio round by round: each round measures every target within a minute, so a
 # round's ratio is less exposed to the machine's load drifting over the run than the medians'.
-paired() { # target-a target-b -> "median (min-max)" of a's req/s over b's, per round
-    awk -F'\t' -v a="$1" -v b="$2" '$1 == a { x[$2] = $3 } $1 == b { y[$2] = $3 }
+paired() { # column target-a target-b -> "median (min-max)" of a's figure over b's, per round
+    awk -F'\t' -v c="$1" -v a="$2" -v b="$3" '$1 == a { x[$2] = $c } $1 == b { y[$2] = $c }
         END { for (r in x) if (r in y && y[r] > 0) print x[r] / y[r] }' "$RESULTS" | sort -g |
         awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit }
             m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
             printf "%.3f (%.3f-%.3f)", m, v[1], v[NR] }'
 }
 if has ringproxy && has nginx && has haproxy; then
-    echo "- per round (informative; the targets above read the medians): ringproxy/nginx $(paired ringproxy nginx), ringproxy/HAProxy $(paired ringproxy haproxy)"
+    echo "- per round (informative; the targets above read the medians): req/s ringproxy/nginx $(paired 3 ringproxy nginx), ringproxy/HAProxy $(paired 3 ringproxy haproxy); p99 ringproxy/nginx $(paired 4 ringproxy nginx), ringproxy/HAProxy $(paired 4 ringproxy haproxy)"
 fi
 if has ringproxy && has nginx && has haproxy && has direct; then
 awk -v rp="${RPS[ringproxy]}" -v ng="${RPS[nginx]}" -v ha="${RPS[haproxy]}" -v d="${RPS[direct]}" 'BEGIN {
