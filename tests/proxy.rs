@@ -104,6 +104,37 @@ async fn slow_backend_is_a_504_after_request_timeout() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn request_timeout_holds_for_each_request_of_a_keepalive_connection() {
+    let a = start_backend("cache-a").await;
+    let p = start_proxy(&config_proxy("request_timeout = \"1s\"", "", &[&a])).await;
+    let get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: proxy.test\r\nx-user-id: k\r\n\r\n");
+    let mut c = RawConn::connect(p.proxy).await;
+    // A 300 ms request first: the next one's timeout must run from its own start, not the
+    // first one's (which would give a 504 some 700 ms into it).
+    c.send(get("/slow/300")).await.unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(5)).await.status, 200);
+    let started = Instant::now();
+    c.send(get("/slow/8000")).await.unwrap();
+    let r = c.read_response(Duration::from_secs(10)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(elapsed >= Duration::from_secs(1), "504 early: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
+    // The connection goes on, and so does its timeout.
+    c.send(get("/slow/10")).await.unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(5)).await.status, 200);
+    let started = Instant::now();
+    c.send(get("/slow/8000")).await.unwrap();
+    assert_eq!(c.read_response(Duration::from_secs(10)).await.status, 504);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// The request headers the backend received, from its `/headers` JSON.
 fn received(r: &RawReply) -> Value {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
