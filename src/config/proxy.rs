@@ -41,8 +41,9 @@ pub struct ProxyConfig {
     pub client_keepalive_timeout: Duration,
     /// HTTP/2: time allowed without an open stream.
     pub client_idle_timeout: Duration,
-    /// The largest request head a client may send, in bytes (request line and header lines;
-    /// for HTTP/2 the header list as HPACK counts it); a larger one is answered 431.
+    /// The largest HTTP/1 request head a client may send, in bytes (request line and header
+    /// lines); a larger one is answered 431. HTTP/2 connections announce it as their header
+    /// list limit.
     pub client_max_header_bytes: usize,
     /// Time a response may wait on a client that is not reading it; past it the client and
     /// its backend connection are closed.
