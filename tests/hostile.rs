@@ -154,6 +154,38 @@ async fn request_heads_over_the_configured_size_get_431() {
 }
 
 #[tokio::test]
+async fn http2_header_lists_over_the_configured_size_get_431() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let b = start_recorder("b1").await;
+    let p = start_proxy(&config("client_max_header_bytes = 8192", "", &[&b])).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<bytes::Bytes>>();
+    // HPACK counts each field as name + value + 32: 10 lines are ~1.4 KB, 80 are ~11 KB.
+    for (lines, want) in [(10, 200), (80, 431)] {
+        let mut req = http::Request::get(format!("http://{}/", p.proxy)).header("x-user-id", "k");
+        for i in 0..lines {
+            req = req.header(format!("x-pad-{i}"), "v".repeat(100));
+        }
+        let sent = client.request(req.body(Empty::new()).unwrap());
+        let res = tokio::time::timeout(BOUND, sent)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(res.status().as_u16(), want, "{lines} header lines over h2c");
+        let _ = res.into_body().collect().await;
+    }
+    assert_eq!(
+        b.seen().len(),
+        1,
+        "the oversized header list reached the backend"
+    );
+}
+
+#[tokio::test]
 async fn p1_idle_keepalive_connection_is_closed_after_the_keepalive_timeout() {
     let b = start_recorder("b1").await;
     // Keep-alive shorter than the header timeout: the keep-alive timer closes it.

@@ -42,8 +42,8 @@ pub struct ProxyConfig {
     /// HTTP/2: time allowed without an open stream.
     pub client_idle_timeout: Duration,
     /// The largest HTTP/1 request head a client may send, in bytes (request line and header
-    /// lines); a larger one is answered 431. HTTP/2 connections announce it as their header
-    /// list limit.
+    /// lines); a larger one is answered 431. It is HTTP/2's header-list limit too (431 on the
+    /// stream).
     pub client_max_header_bytes: usize,
     /// Time a response may wait on a client that is not reading it; past it the client and
     /// its backend connection are closed.
