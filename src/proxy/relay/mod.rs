@@ -397,6 +397,15 @@ async fn respond(
     crate::http1::response_head(buf.pending(), &head, extra, close, &mut out);
     buf.consume(head.len);
     LINES_KIND.give(std::mem::take(&mut head.headers));
+    // The backend's load and timing end with the last byte read from it (dropped unfinished
+    // if the relay fails).
+    let mut with_backend = Some((exchange, load));
+    let mut backend_done = || {
+        if let Some((exchange, load)) = with_backend.take() {
+            exchange.finish();
+            drop(load);
+        }
+    };
     // The whole body is often here already: one write for head and body.
     if let (Framing::Length(n), None) = (head.framing, &upload) {
         if let Ok(n) = usize::try_from(n) {
@@ -404,8 +413,7 @@ async fn respond(
                 out.extend_from_slice(&buf.pending()[..n]);
                 buf.consume(n);
                 // The backend is done with: its connection is free before the client's write.
-                exchange.finish();
-                drop(load);
+                backend_done();
                 let keep = finish(proxy, backend, config, stream, &buf, close);
                 if let Err(e) = write(client, &out, limits.send_timeout).await {
                     client_gone(backend, &e);
@@ -419,15 +427,6 @@ async fn respond(
         client_gone(backend, &e);
         return false;
     }
-    // The backend's load and timing end with the last byte read from it (dropped unfinished
-    // if the relay fails).
-    let mut with_backend = Some((exchange, load));
-    let mut backend_done = || {
-        if let Some((exchange, load)) = with_backend.take() {
-            exchange.finish();
-            drop(load);
-        }
-    };
     let relayed = match upload {
         None => {
             copy_body(
