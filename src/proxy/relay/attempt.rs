@@ -56,7 +56,7 @@ pub(super) struct Relayed<'c> {
     pub client_buf: &'c mut Buffer,
     pub send_timeout: Duration,
     /// The connection's attempt deadline (none before its first attempt).
-    pub deadline: Option<Deadline>,
+    pub deadline: &'c mut Option<Deadline>,
 }
 
 /// A backend's response: its head parsed, the bytes read after it, and the connection.
@@ -162,7 +162,7 @@ impl Attempts for Relayed<'_> {
             sent = self.send(proxy, backend, config) => Some(sent),
             () = deadline.expired() => None,
         };
-        self.deadline = Some(deadline);
+        *self.deadline = Some(deadline);
         sent
     }
 

@@ -237,7 +237,7 @@ impl Headers for RawHeaders<'_> {
 }
 
 /// Relays one request and its response; answers whether the connection stays open.
-/// `attempts` is the connection's attempt deadline, lent to this request's walk.
+/// `attempts` is the connection's attempt deadline, for this request's walk.
 async fn request(
     proxy: &Proxy,
     client: &mut TcpStream,
@@ -302,10 +302,9 @@ async fn request(
         client,
         client_buf: buf,
         send_timeout: limits.send_timeout,
-        deadline: attempts.take(),
+        deadline: attempts,
     };
     let chosen = proxy.walk(&snapshot, position, keyed, &mut relayed).await;
-    *attempts = relayed.deadline.take();
     let progress = match relayed.body {
         Body::Sent => Progress::Done,
         Body::Streamed(_, p) => p,
