@@ -286,9 +286,14 @@ done
 
 # ---- report -----------------------------------------------------------------------------------
 
+spread() { # numbers on stdin -> "median min max", nothing for none
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit
+        print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
+}
 median() { # column target
-    awk -F'\t' -v c="$1" -v t="$2" '$1 == t { print $c }' "$RESULTS" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print 0; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    local m
+    read -r m _ < <(awk -F'\t' -v c="$1" -v t="$2" '$1 == t { print $c }' "$RESULTS" | spread)
+    echo "${m:-0}"
 }
 errors() { awk -F'\t' -v t="$1" '$1 == t { s += $7 } END { print s + 0 }' "$RESULTS"; }
 
@@ -335,10 +340,8 @@ fi
 # round's ratio is less exposed to the machine's load drifting over the run than the medians'.
 paired() { # column target-a target-b -> "median (min-max)" of a's figure over b's, per round
     awk -F'\t' -v c="$1" -v a="$2" -v b="$3" '$1 == a { x[$2] = $c } $1 == b { y[$2] = $c }
-        END { for (r in x) if (r in y && y[r] > 0) print x[r] / y[r] }' "$RESULTS" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit }
-            m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%.3f (%.3f-%.3f)", m, v[1], v[NR] }'
+        END { for (r in x) if (r in y && y[r] > 0) print x[r] / y[r] }' "$RESULTS" | spread |
+        awk '{ printf "%.3f (%.3f-%.3f)", $1, $2, $3 } END { if (NR == 0) printf "n/a" }'
 }
 if has ringproxy && has nginx && has haproxy; then
     echo "- per round (informative; the targets above read the medians): req/s ringproxy/nginx $(paired 3 ringproxy nginx), ringproxy/HAProxy $(paired 3 ringproxy haproxy); p99 ringproxy/nginx $(paired 4 ringproxy nginx), ringproxy/HAProxy $(paired 4 ringproxy haproxy)"

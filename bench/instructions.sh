@@ -59,14 +59,10 @@ for p in "${PROXIES[@]}"; do
     pid=$!
     wait_up "$p"
     requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
-    # Each stops cleanly on its own signal; callgrind writes its profile when the process exits.
-    if [[ $p == haproxy ]]; then kill -TERM "$pid"; else kill -INT "$pid"; fi
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    # Each stops cleanly on its own signal; callgrind writes its profile when the process exits
+    # (slowly under valgrind: up to 10 s).
+    if [[ $p == haproxy ]]; then signal=TERM; else signal=INT; fi
+    stop_pid "$pid" "$signal" 100
     total=$(callgrind_annotate "$out"* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     [[ -n $total && ${requests:-0} -gt 0 ]] || {
         echo "instructions: no profile or no requests for $p (see $DIR/$p.log; KEEP=1 keeps it)" >&2

@@ -2,7 +2,7 @@
 # Every script:
 #   need_tools "apt line" tool...   exit 1 naming what is missing
 #   ringproxy_bin                   RINGPROXY_BIN, built with cargo unless set
-#   stop_pid PID                    TERM, up to ~5 s, then KILL; reaped
+#   stop_pid PID [SIGNAL] [TENTHS]  SIGNAL (TERM), up to TENTHS/10 s (~5 s), then KILL; reaped
 #   cleanup                         (the EXIT trap) stops PIDS, removes DIR unless KEEP=1
 # The ones that measure one proxy at a time in front of the four nginx backends
 # (instructions.sh, syscalls.sh) also:
@@ -34,9 +34,9 @@ ringproxy_bin() {
 }
 
 stop_pid() {
-    local pid=$1 _
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
+    local pid=$1 signal=${2:-TERM} tenths=${3:-50} _
+    kill -"$signal" "$pid" 2>/dev/null || true
+    for _ in $(seq "$tenths"); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
