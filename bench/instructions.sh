@@ -7,7 +7,8 @@
 # binary with `http1 = "hyper"` in [proxy].
 #
 #   apt-get install -y nginx haproxy wrk curl valgrind    # once
-#   bench/instructions.sh [ringproxy|ringproxy-hyper|nginx|haproxy ...]   # default: all four
+#   bench/instructions.sh [ringproxy|ringproxy-hyper|nginx|haproxy|l4-floor ...]  # default: the
+#                             first four; l4-floor is compare.sh's bound (HAProxy in mode tcp)
 #
 # Knobs: DURATION=8s, RINGPROXY_BIN=path (else `cargo build --release --bin ringproxy`),
 # KEEP=1 keeps the temp dir with the callgrind profiles (`callgrind_annotate DIR/NAME.out`).
@@ -51,8 +52,12 @@ for p in "${PROXIES[@]}"; do
         render haproxy.cfg.in | sed 's/^\( *\)nbthread .*/\1nbthread 1/' >"$DIR/haproxy.cfg"
         valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
         ;;
+    l4-floor)
+        render haproxy-tcp.cfg.in | sed 's/^\( *\)nbthread .*/\1nbthread 1/' >"$DIR/haproxy-tcp.cfg"
+        valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>"$DIR/$p.log" &
+        ;;
     *)
-        echo "instructions: unknown proxy '$p' (have: ringproxy ringproxy-hyper nginx haproxy)" >&2
+        echo "instructions: unknown proxy '$p' (have: ringproxy ringproxy-hyper nginx haproxy l4-floor)" >&2
         exit 1
         ;;
     esac
@@ -61,7 +66,7 @@ for p in "${PROXIES[@]}"; do
     requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
     # Each stops cleanly on its own signal; callgrind writes its profile when the process exits
     # (slowly under valgrind: up to 10 s).
-    if [[ $p == haproxy ]]; then signal=TERM; else signal=INT; fi
+    if [[ $p == haproxy || $p == l4-floor ]]; then signal=TERM; else signal=INT; fi
     stop_pid "$pid" "$signal" 100
     total=$(callgrind_annotate "$out"* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     [[ -n $total && ${requests:-0} -gt 0 ]] || {

@@ -5,7 +5,8 @@
 # backends, configs and random keys as compare.sh; one proxy measured at a time, wrk -t2 -c64.
 #
 #   apt-get install -y nginx haproxy wrk curl linux-perf iproute2    # once
-#   bench/syscalls.sh [ringproxy|ringproxy-hyper|nginx|haproxy ...]  # default: all four
+#   bench/syscalls.sh [ringproxy|ringproxy-hyper|nginx|haproxy|l4-floor ...]  # default: the
+#                                                 first four; l4-floor is compare.sh's bound
 #
 # Knobs: DURATION=4 (seconds counted per proxy), RINGPROXY_BIN=path. perf needs root or
 # kernel.perf_event_paranoid <= -1 for tracepoints. The counts slow the proxies down; the
@@ -45,6 +46,11 @@ for p in "${PROXIES[@]}"; do
     haproxy)
         render haproxy.cfg.in >"$DIR/haproxy.cfg"
         haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
+        pid=$!
+        ;;
+    l4-floor)
+        render haproxy-tcp.cfg.in >"$DIR/haproxy-tcp.cfg"
+        haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>"$DIR/$p.log" &
         pid=$!
         ;;
     *) echo "syscalls: unknown proxy $p" >&2 && exit 1 ;;
