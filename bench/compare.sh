@@ -6,6 +6,9 @@
 # same binary with `http1 = "hyper"` in [proxy]. "l4-floor" is HAProxy in `mode tcp`, passing
 # bytes between paired connections without reading them: not a candidate (it cannot route by
 # key), but the bound on what any HTTP proxy can reach here with the same socket calls.
+# "l4-epoll" and "l4-uring" (only when named in TARGETS) are one small layer-4 relay
+# (bench/l4relay.c, built here with gcc and liburing) in its two I/O modes: readiness with
+# recv/send, as every proxy here does, and io_uring. Their ratio sizes the io_uring lever.
 #
 #   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
 #   bench/compare.sh                               # markdown on stdout, progress on stderr
@@ -19,8 +22,9 @@
 #   RINGPROXY_BIN_B=path also run this second ringproxy binary as target "ringproxy-b" (A/B of
 #                        two builds, same config, same rounds)
 #   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
-#                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor); every process is still
-#                        started for the sanity check
+#                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor, and l4-epoll l4-uring
+#                        which run only when named); every process is still started for the sanity
+#                        check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
 
@@ -63,7 +67,8 @@ trap 'exit 130' INT TERM
 # shellcheck source=ports.sh
 source "$HERE/ports.sh"
 
-for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT; do
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT \
+    LE_PORT LU_PORT; do
     pick_port "$v"
 done
 
@@ -116,6 +121,22 @@ haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>>"$DIR/haproxy-tcp.log" &
 PID_L4=$!
 PIDS+=("$PID_L4")
 
+# The io_uring pair: built and started only when asked for.
+L4RELAY=()
+[[ " ${TARGETS:-} " == *" l4-epoll "* ]] && L4RELAY+=(l4-epoll)
+[[ " ${TARGETS:-} " == *" l4-uring "* ]] && L4RELAY+=(l4-uring)
+declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT) PID_RELAY=()
+if ((${#L4RELAY[@]})); then
+    need_tools "gcc liburing-dev" gcc
+    gcc -O2 -o "$DIR/l4relay" "$HERE/l4relay.c" -luring -lpthread 2>>"$DIR/l4relay.log" ||
+        die "cannot build bench/l4relay.c (apt-get install -y gcc liburing-dev; see $DIR/l4relay.log)"
+    for t in "${L4RELAY[@]}"; do
+        "$DIR/l4relay" "${t#l4-}" "${RELAY_PORT[$t]}" "$THREADS" "$B0" "$B1" "$B2" "$B3" 2>>"$DIR/$t.log" &
+        PID_RELAY[$t]=$!
+        PIDS+=("$!")
+    done
+fi
+
 declare -A URL=(
     [direct]="http://127.0.0.1:$B0/"
     [ringproxy]="http://127.0.0.1:$RP_PORT/"
@@ -132,6 +153,11 @@ if [[ -n $BIN_B ]]; then
     PID_OF[ringproxy-b]=$PID_RINGPROXY_B
     ALL=(direct ringproxy ringproxy-hyper ringproxy-b nginx haproxy l4-floor)
 fi
+for t in "${L4RELAY[@]}"; do
+    URL[$t]="http://127.0.0.1:${RELAY_PORT[$t]}/"
+    PID_OF[$t]=${PID_RELAY[$t]}
+    ALL+=("$t")
+done
 read -r -a TARGETS <<<"${TARGETS:-${ALL[*]}}"
 for t in "${TARGETS[@]}"; do
     [[ -n ${URL[$t]:-} ]] || die "unknown target '$t' (have: ${ALL[*]})"
@@ -157,7 +183,7 @@ log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, ringproxy-hyp
 # ---- sanity: every proxy routes by key --------------------------------------------------------
 
 for t in "${ALL[@]:1}"; do
-    [[ $t == l4-floor ]] && continue # routes connections, not keys
+    [[ $t == l4-* ]] && continue # route connections, not keys
     declare -A seen=()
     for k in $(seq 1 40); do
         a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
@@ -321,6 +347,8 @@ for t in "${TARGETS[@]}"; do
     [[ $t == ringproxy ]] && label="ringproxy (default config)"
     [[ $t == ringproxy-hyper ]] && label="ringproxy-hyper (http1 = \"hyper\")"
     [[ $t == l4-floor ]] && label="l4-floor (HAProxy mode tcp, no HTTP: the bound)"
+    [[ $t == l4-epoll ]] && label="l4-epoll (bench/l4relay.c, epoll + recv/send)"
+    [[ $t == l4-uring ]] && label="l4-uring (bench/l4relay.c, io_uring)"
     awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
@@ -356,6 +384,12 @@ if has ringproxy && has nginx && has l4-floor; then
         -v urp="${US[ringproxy]}" -v ung="${US[nginx]}" -v ul4="${US[l4-floor]}" 'BEGIN {
         printf "- floor: the layer-4 relay makes %.3f x nginx req/s at %.3f x its CPU per request; ringproxy makes %.3f x the floor req/s at %.2f x its CPU per request\n", l4 / ng, ul4 / ung, rp / l4, urp / ul4
     }'
+fi
+if has l4-epoll && has l4-uring; then
+    awk -v e="${RPS[l4-epoll]}" -v u="${RPS[l4-uring]}" -v ue="${US[l4-epoll]}" -v uu="${US[l4-uring]}" 'BEGIN {
+        printf "- io_uring lever: the same layer-4 relay makes %.3f x the req/s with io_uring at %.3f x the CPU per request (%.1f vs %.1f µs)", u / e, uu / ue, uu, ue
+    }'
+    echo "; per round: req/s $(paired 3 l4-uring l4-epoll), CPU per request $(paired 8 l4-uring l4-epoll)"
 fi
 if has ringproxy && has ringproxy-hyper; then
     awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-hyper]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-hyper]}" \
