@@ -13,7 +13,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::names::{Lines, Name};
+use super::names::{eq_lower, Lines, Name};
 
 /// Headers one head may carry.
 pub const MAX_HEADERS: usize = 100;
@@ -230,9 +230,9 @@ impl ConnectionOptions {
     /// Takes in the value of one `Connection` line.
     pub(super) fn observe(&mut self, value: &[u8]) {
         for option in tokens(value) {
-            if option.eq_ignore_ascii_case(b"close") {
+            if eq_lower(option, b"close") {
                 self.close = true;
-            } else if option.eq_ignore_ascii_case(b"keep-alive") {
+            } else if eq_lower(option, b"keep-alive") {
                 self.keep_alive = true;
             }
         }

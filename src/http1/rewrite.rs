@@ -15,20 +15,18 @@
 //! only when one lists something besides the fixed names (`close` is the common case). No
 //! allocation besides growing `out` once.
 
-use std::net::IpAddr;
 use std::ops::Range;
 
 use super::head::tokens;
 use super::names::{Lines, Name};
 use super::{RequestHead, ResponseHead};
-use crate::forwarded::format_ip;
 
-/// The most `request_head` adds besides the Host value: `host: ` and CRLF (8); one
-/// `x-forwarded-for: ` line with a separator, the longest IPv6 text and CRLF (17 + 2 + 45 + 2);
+/// The most `request_head` adds besides the Host value and the peer's address: `host: ` and
+/// CRLF (8); one `x-forwarded-for: ` line with a separator and CRLF (17 + 2 + 2);
 /// `x-forwarded-proto: http` and CRLF (25). The request line never grows (httparse allows one
 /// space between its parts), and joining prior `X-Forwarded-For` values into one line takes
 /// less than their own lines did.
-const REQUEST_GROWTH: usize = 8 + 66 + 25;
+const REQUEST_GROWTH: usize = 8 + 21 + 25;
 
 /// The most `response_head` adds besides `extra`: a space before an empty reason phrase (1)
 /// and `connection: close` with CRLF (19).
@@ -38,17 +36,18 @@ const RESPONSE_GROWTH: usize = 1 + 19;
 /// but always `HTTP/1.1`; the header lines in order as received (name and value bytes
 /// untouched) minus hop-by-hop ones and any `X-Forwarded-For` / `X-Forwarded-Proto`; `Host:
 /// default_host` first when no `Host` is left; then one `x-forwarded-for` line (earlier
-/// values, trimmed and joined with ", ", then `peer`) and `x-forwarded-proto: http`.
+/// values, trimmed and joined with ", ", then `peer`, the client address as
+/// [`PeerText`](crate::forwarded::PeerText) writes it) and `x-forwarded-proto: http`.
 ///
 /// `head` must be what [`super::parse_request`] made of `buf`.
 pub fn request_head(
     buf: &[u8],
     head: &RequestHead,
-    peer: IpAddr,
+    peer: &[u8],
     default_host: &[u8],
     out: &mut Vec<u8>,
 ) {
-    out.reserve(head.len + default_host.len() + REQUEST_GROWTH);
+    out.reserve(head.len + default_host.len() + peer.len() + REQUEST_GROWTH);
     out.extend_from_slice(&buf[head.method.clone()]);
     out.push(b' ');
     out.extend_from_slice(&buf[head.target.clone()]);
@@ -70,8 +69,7 @@ pub fn request_head(
             out.extend_from_slice(b", ");
         }
     }
-    let mut ip = [0u8; 48];
-    out.extend_from_slice(format_ip(peer.to_canonical(), &mut ip));
+    out.extend_from_slice(peer);
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
 }
 
@@ -212,8 +210,11 @@ fn connection_named(
 /// The indexes of the set bits of `mask`, lowest first.
 fn bits(mut mask: u128) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
         let i = mask.trailing_zeros() as usize;
-        mask &= mask.checked_sub(1)?;
+        mask &= mask - 1;
         Some(i)
     })
 }

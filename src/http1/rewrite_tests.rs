@@ -2,7 +2,10 @@
 //! removal, `X-Forwarded-*`, `Host`, and the written heads read back by the parsers and
 //! compared with what the hyper path forwards.
 
+use std::net::IpAddr;
+
 use super::*;
+use crate::forwarded::PeerText;
 use crate::http1::{parse_request, parse_response, Framing, MAX_HEADERS};
 
 const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -10,7 +13,14 @@ const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 fn request(text: &str, peer: IpAddr) -> String {
     let head = parse_request(text.as_bytes(), 16 * 1024).unwrap();
     let mut out = b"kept|".to_vec();
-    request_head(text.as_bytes(), &head, peer, b"backend:80", &mut out);
+    let peer = PeerText::new(peer);
+    request_head(
+        text.as_bytes(),
+        &head,
+        peer.as_bytes(),
+        b"backend:80",
+        &mut out,
+    );
     let out = String::from_utf8(out).unwrap();
     out.strip_prefix("kept|").unwrap().to_owned()
 }
@@ -138,8 +148,9 @@ fn one_reserve_covers_the_longest_additions() {
     let head = parse_request(text.as_bytes(), 1024).unwrap();
     let peer: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
     let mut out = Vec::new();
-    request_head(text.as_bytes(), &head, peer, b"h", &mut out);
-    assert!(out.len() <= head.len + 1 + REQUEST_GROWTH);
+    let peer = PeerText::new(peer);
+    request_head(text.as_bytes(), &head, peer.as_bytes(), b"h", &mut out);
+    assert!(out.len() <= head.len + 1 + peer.as_bytes().len() + REQUEST_GROWTH);
 
     let text = "HTTP/1.1 200\r\nX: 1\r\n\r\n";
     let head = parse_response(text.as_bytes(), 1024, false).unwrap();

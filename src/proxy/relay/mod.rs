@@ -42,6 +42,7 @@ use super::walk::{is_idempotent, position};
 use super::worker::Proxy;
 use crate::affinity_template::{Headers, RequestView, Scheme};
 use crate::config::ProxyConfig;
+use crate::forwarded::PeerText;
 use crate::http1::{parse_request_with, Framing, HeadError, RequestHead};
 use crate::load::LoadGuard;
 use crate::snapshot::Backend;
@@ -78,6 +79,10 @@ pub async fn serve(
     shutdown: &Bell,
 ) -> Ended {
     let mut buf = Buffer::new();
+    let peer = Peer {
+        addr: peer,
+        text: PeerText::new(peer.ip()),
+    };
     // One wait for the shutdown for the connection's life, not one per request.
     let mut stopping = shutdown.wait();
     // The first head must be complete within the header timeout of the accept; later ones
@@ -115,7 +120,7 @@ pub async fn serve(
             &mut client,
             &mut buf,
             &head,
-            peer,
+            &peer,
             &limits,
             &mut attempts,
         )
@@ -236,6 +241,12 @@ impl Headers for RawHeaders<'_> {
     }
 }
 
+/// The client's address, and its text for `X-Forwarded-For`, formatted once per connection.
+struct Peer {
+    addr: SocketAddr,
+    text: PeerText,
+}
+
 /// Relays one request and its response; answers whether the connection stays open.
 /// `attempts` is the connection's attempt deadline, for this request's walk.
 async fn request(
@@ -243,7 +254,7 @@ async fn request(
     client: &mut TcpStream,
     buf: &mut Buffer,
     head: &RequestHead,
-    peer: SocketAddr,
+    peer: &Peer,
     limits: &Limits,
     attempts: &mut Option<Deadline>,
 ) -> bool {
@@ -257,7 +268,7 @@ async fn request(
         let view = RequestView {
             target: &bytes[head.target.clone()],
             headers: &headers,
-            peer: peer.ip(),
+            peer: peer.addr.ip(),
             scheme: Scheme::Http,
         };
         let key = settings.affinity.extract_view(&view);
@@ -266,7 +277,7 @@ async fn request(
     let mut upstream = Scratch::new();
     upstream.reserve(head.len + 128);
     // Requests without Host go to hyper, so there is always one to keep.
-    crate::http1::request_head(bytes, head, peer.ip(), b"", &mut upstream);
+    crate::http1::request_head(bytes, head, peer.text.as_bytes(), b"", &mut upstream);
     buf.consume(head.len);
     let (position, keyed) = match routed {
         Ok(p) => p,
