@@ -34,6 +34,7 @@ struct sock {
     int peer;
     int armed;   // uring: a send-then-recv chain or a recv is in flight on this socket
     int closing; // the pair is shutting down; close both once neither is armed
+    uint32_t gen; // epoll: which connection the fd number is now, so a stale event is dropped
     char *buf;
 };
 static struct sock socks[MAXFD];
@@ -63,7 +64,7 @@ static void send_all(int fd, const char *p, ssize_t n) {
 static void *epoll_worker(void *arg) {
     struct worker *w = arg;
     int ep = epoll_create1(0);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = w->handoff_r};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint32_t)w->handoff_r};
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, w->handoff_r, &ev))
         die("epoll");
     struct epoll_event evs[256];
@@ -71,22 +72,29 @@ static void *epoll_worker(void *arg) {
     for (;;) {
         int n = epoll_wait(ep, evs, 256, -1);
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
-            if (fd == w->handoff_r) {
+            int fd = (int)(evs[i].data.u64 & 0xffffffff);
+            if (evs[i].data.u64 == (uint32_t)w->handoff_r) {
                 int pair[2];
                 if (read(fd, pair, sizeof pair) != sizeof pair)
                     continue;
                 for (int k = 0; k < 2; k++) {
-                    struct epoll_event e = {.events = EPOLLIN, .data.fd = pair[k]};
+                    uint64_t tag = (uint64_t)socks[pair[k]].gen << 32 | (uint32_t)pair[k];
+                    struct epoll_event e = {.events = EPOLLIN, .data.u64 = tag};
                     epoll_ctl(ep, EPOLL_CTL_ADD, pair[k], &e);
                 }
                 continue;
             }
+            fd = (int)(evs[i].data.u64 & 0xffffffff);
+            if ((uint32_t)(evs[i].data.u64 >> 32) != socks[fd].gen)
+                continue; // closed earlier in this batch (and maybe reused since)
             ssize_t r = recv(fd, buf, BUF, 0);
             if (r < 0 && errno == EAGAIN)
                 continue;
             if (r <= 0) {
-                close(socks[fd].peer); // closing removes both from the epoll set
+                int peer = socks[fd].peer;
+                socks[fd].gen++;
+                socks[peer].gen++;
+                close(peer); // closing removes both from the epoll set
                 close(fd);
                 continue;
             }
@@ -229,8 +237,8 @@ int main(int argc, char **argv) {
             ioctl(backend, FIONBIO, &one);
         setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(backend, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        socks[client] = (struct sock){.peer = backend, .buf = socks[client].buf};
-        socks[backend] = (struct sock){.peer = client, .buf = socks[backend].buf};
+        socks[client] = (struct sock){.peer = backend, .buf = socks[client].buf, .gen = socks[client].gen};
+        socks[backend] = (struct sock){.peer = client, .buf = socks[backend].buf, .gen = socks[backend].gen};
         int pair[2] = {client, backend};
         if (write(workers[n % threads].handoff_w, pair, sizeof pair) != sizeof pair)
             die("handoff");
