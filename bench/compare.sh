@@ -6,9 +6,10 @@
 # same binary with `http1 = "hyper"` in [proxy]. "l4-floor" is HAProxy in `mode tcp`, passing
 # bytes between paired connections without reading them: not a candidate (it cannot route by
 # key), but the bound on what any HTTP proxy can reach here with the same socket calls.
-# "l4-epoll" and "l4-uring" (only when named in TARGETS) are one small layer-4 relay
-# (bench/l4relay.c, built here with gcc and liburing) in its two I/O modes: readiness with
-# recv/send, as every proxy here does, and io_uring. Their ratio sizes the io_uring lever.
+# "l4-epoll", "l4-uring" and "l4-hosted" (only when named in TARGETS) are one small layer-4
+# relay (bench/l4relay.c, built here with gcc and liburing) in its I/O modes: readiness with
+# recv/send, as every proxy here does; io_uring; io_uring waited on through epoll, as a ring
+# inside an epoll event loop (tokio's) would be. Their ratios size the io_uring lever.
 #
 #   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
 #   bench/compare.sh                               # markdown on stdout, progress on stderr
@@ -23,7 +24,7 @@
 #                        two builds, same config, same rounds)
 #   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
 #                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor, and l4-epoll l4-uring
-#                        which run only when named); every process is still started for the sanity
+#                        l4-hosted which run only when named); every process is still started for the sanity
 #                        check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
@@ -68,7 +69,7 @@ trap 'exit 130' INT TERM
 source "$HERE/ports.sh"
 
 for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT \
-    LE_PORT LU_PORT; do
+    LE_PORT LU_PORT LH_PORT; do
     pick_port "$v"
 done
 
@@ -125,7 +126,8 @@ PIDS+=("$PID_L4")
 L4RELAY=()
 [[ " ${TARGETS:-} " == *" l4-epoll "* ]] && L4RELAY+=(l4-epoll)
 [[ " ${TARGETS:-} " == *" l4-uring "* ]] && L4RELAY+=(l4-uring)
-declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT) PID_RELAY=()
+[[ " ${TARGETS:-} " == *" l4-hosted "* ]] && L4RELAY+=(l4-hosted)
+declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT [l4-hosted]=$LH_PORT) PID_RELAY=()
 if ((${#L4RELAY[@]})); then
     need_tools "gcc liburing-dev" gcc
     gcc -O2 -o "$DIR/l4relay" "$HERE/l4relay.c" -luring -lpthread 2>>"$DIR/l4relay.log" ||
@@ -349,6 +351,7 @@ for t in "${TARGETS[@]}"; do
     [[ $t == l4-floor ]] && label="l4-floor (HAProxy mode tcp, no HTTP: the bound)"
     [[ $t == l4-epoll ]] && label="l4-epoll (bench/l4relay.c, epoll + recv/send)"
     [[ $t == l4-uring ]] && label="l4-uring (bench/l4relay.c, io_uring)"
+    [[ $t == l4-hosted ]] && label="l4-hosted (bench/l4relay.c, io_uring waited on through epoll)"
     awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
@@ -390,6 +393,9 @@ if has l4-epoll && has l4-uring; then
         printf "- io_uring lever: the same layer-4 relay makes %.3f x the req/s with io_uring at %.3f x the CPU per request (%.1f vs %.1f µs)", u / e, uu / ue, uu, ue
     }'
     echo "; per round: req/s $(paired 3 l4-uring l4-epoll), CPU per request $(paired 8 l4-uring l4-epoll)"
+fi
+if has l4-epoll && has l4-hosted; then
+    echo "- io_uring hosted in an epoll loop: $(paired 3 l4-hosted l4-epoll) x the epoll relay's req/s, $(paired 8 l4-hosted l4-epoll) x its CPU per request (per round)"
 fi
 if has ringproxy && has ringproxy-hyper; then
     awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-hyper]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-hyper]}" \

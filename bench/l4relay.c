@@ -3,10 +3,12 @@
 // The same relay runs in one of two I/O modes, so the difference between them is the I/O model
 // alone: "epoll" (readiness, then recv and send: the model of ringproxy, nginx and HAProxy) or
 // "uring" (io_uring: a recv kept armed on every socket, each completion answered by a send
-// linked to the next recv, all submitted and reaped with one io_uring_enter per batch).
+// linked to the next recv, all submitted and reaped with one io_uring_enter per batch), or
+// "hosted" (the same ring, but waited on through epoll and an eventfd, as a ring hosted in an
+// epoll event loop such as tokio's would be: an epoll_wait and an io_uring_enter per batch).
 //
 //   gcc -O2 -o l4relay bench/l4relay.c -luring -lpthread     # needs liburing-dev
-//   l4relay epoll|uring PORT THREADS BACKEND_PORT...         # listens on 127.0.0.1:PORT
+//   l4relay epoll|uring|hosted PORT THREADS BACKEND_PORT...  # listens on 127.0.0.1:PORT
 //
 // One acceptor thread hands connections to the worker threads in turn (an even split); each
 // worker owns its sockets. Not a proxy: no parsing, no routing, no timeouts. Loopback only.
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -136,23 +139,50 @@ static void close_pair(int fd) {
     }
 }
 
+static int hosted;
+
 static void *uring_worker(void *arg) {
     struct worker *w = arg;
     struct io_uring ring;
     struct io_uring_params params = {0};
     // One thread submits and reaps; completions' work runs when it asks for events.
     params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    // Hosted, completion work must run without the loop asking (it sleeps in epoll_wait, not
+    // in io_uring_enter), so the kernel's default: it interrupts the thread to run it, and the
+    // completions then signal the eventfd.
+    if (hosted)
+        params.flags = IORING_SETUP_SINGLE_ISSUER;
     int rc = io_uring_queue_init_params(1024, &ring, &params);
     if (rc < 0) {
         errno = -rc;
         die("io_uring_queue_init_params");
+    }
+    // "hosted": the ring as an event loop built on epoll would host it (tokio's, say): the
+    // ring signals an eventfd when completions are posted, the loop sleeps in epoll_wait,
+    // reaps, and submits with io_uring_enter.
+    int ep = -1;
+    if (hosted) {
+        int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+        if (efd < 0 || io_uring_register_eventfd(&ring, efd) || (ep = epoll_create1(0)) < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev))
+            die("hosted ring");
     }
     int pair[2];
     struct io_uring_sqe *sqe = sqe_of(&ring);
     io_uring_prep_read(sqe, w->handoff_r, pair, sizeof pair, 0);
     sqe->user_data = (uint64_t)OP_HANDOFF << 32;
     for (;;) {
-        io_uring_submit_and_wait(&ring, 1);
+        if (hosted) {
+            io_uring_submit(&ring);
+            if (!io_uring_cq_ready(&ring)) {
+                struct epoll_event ev;
+                epoll_wait(ep, &ev, 1, -1);
+                continue;
+            }
+        } else {
+            io_uring_submit_and_wait(&ring, 1);
+        }
         struct io_uring_cqe *cqe;
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&ring, head, cqe) {
@@ -194,11 +224,12 @@ static void *uring_worker(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5 || (strcmp(argv[1], "epoll") && strcmp(argv[1], "uring"))) {
-        fprintf(stderr, "usage: l4relay epoll|uring PORT THREADS BACKEND_PORT...\n");
+    if (argc < 5 || (strcmp(argv[1], "epoll") && strcmp(argv[1], "uring") && strcmp(argv[1], "hosted"))) {
+        fprintf(stderr, "usage: l4relay epoll|uring|hosted PORT THREADS BACKEND_PORT...\n");
         return 2;
     }
-    int uring = strcmp(argv[1], "uring") == 0;
+    hosted = strcmp(argv[1], "hosted") == 0;
+    int uring = hosted || strcmp(argv[1], "uring") == 0;
     int port = atoi(argv[2]), threads = atoi(argv[3]), backends = argc - 4;
     if (threads < 1)
         threads = 1;
