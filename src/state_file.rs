@@ -5,8 +5,11 @@
 //! Written atomically (a temp file in the same directory, fsync, rename, fsync of the
 //! directory) before a change is published, so the file never holds half a membership and
 //! never lags behind what the proxy routes with. JSON, one object:
-//! `{"format": 1, "backends": [{"id", "address", "weight", "draining", "origin"}]}`, where
-//! `origin` is `"static"` or `"dns:<name>"` for members found by discovery.
+//! `{"format": 1, "backends": [{"id", "address", "weight", "draining", "origin", "ramp"}]}`,
+//! where `origin` is `"static"` or `"dns:<name>"` for members found by discovery, and `ramp`
+//! (only while one is in progress) is `{"direction": "up" | "down", "duration_ms",
+//! "done_ms"}`: a warm-up or a drain with a ramp resumes where it stood, so a restart neither
+//! gives a half-warm joiner its whole share at once nor forgets a drain under way.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,32 @@ pub struct SavedBackend {
     /// `"static"` (config or admin API) or `"dns:<name>"` (discovery).
     #[serde(default = "static_origin")]
     pub origin: String,
+    /// A warm-up or ramp-down under way when saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<SavedRamp>,
+}
+
+/// A ramp as saved: its length and how far it had gone. Time the proxy is down does not
+/// count (no traffic warms a joiner then), so a ramp resumes from `done_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedRamp {
+    /// Points entering (`up`, a warm-up) or leaving (`down`, a drain with a ramp).
+    pub direction: SavedDirection,
+    /// The whole ramp.
+    pub duration_ms: u64,
+    /// Done when saved, at most `duration_ms`.
+    pub done_ms: u64,
+}
+
+/// Which way a saved ramp goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavedDirection {
+    /// A warm-up.
+    Up,
+    /// A drain with a ramp.
+    Down,
 }
 
 fn static_origin() -> String {
@@ -106,6 +135,14 @@ impl StateFile {
             if file.backends[..i].iter().any(|x| x.id == b.id) {
                 return Err(bad(format!("duplicate id {:?}", b.id)));
             }
+            if let Some(r) = b.ramp {
+                if r.done_ms > r.duration_ms {
+                    return Err(bad(format!(
+                        "ramp: done_ms {} is over duration_ms {}",
+                        r.done_ms, r.duration_ms
+                    )));
+                }
+            }
         }
         Ok(Some(file.backends))
     }
@@ -157,7 +194,39 @@ mod tests {
             weight: 2,
             draining: id == "b",
             origin: static_origin(),
+            ramp: None,
         }
+    }
+
+    #[test]
+    fn ramps_round_trip_and_files_without_them_still_load() {
+        let path = temp("ramp");
+        let f = StateFile::new(&path);
+        let ramping = SavedBackend {
+            ramp: Some(SavedRamp {
+                direction: SavedDirection::Down,
+                duration_ms: 60_000,
+                done_ms: 12_345,
+            }),
+            ..saved("c")
+        };
+        f.save(vec![saved("a"), ramping.clone()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"direction\": \"down\""), "{text}");
+        assert_eq!(
+            text.matches("\"ramp\"").count(),
+            1,
+            "only while one runs: {text}"
+        );
+        assert_eq!(f.load().unwrap(), Some(vec![saved("a"), ramping]));
+        // As written before ramps were saved.
+        std::fs::write(
+            &path,
+            "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"127.0.0.1:1\", \"weight\": 2}]}",
+        )
+        .unwrap();
+        assert_eq!(f.load().unwrap(), Some(vec![saved("a")]));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -182,6 +251,8 @@ mod tests {
             "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"nope\", \"weight\": 1}]}",
             "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"h:1\", \"weight\": 0}]}",
             "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"h:1\", \"weight\": 1}, {\"id\": \"a\", \"address\": \"h:2\", \"weight\": 1}]}",
+            "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"h:1\", \"weight\": 1, \"ramp\": {\"direction\": \"up\", \"duration_ms\": 10, \"done_ms\": 11}}]}",
+            "{\"format\": 1, \"backends\": [{\"id\": \"a\", \"address\": \"h:1\", \"weight\": 1, \"ramp\": {\"direction\": \"sideways\", \"duration_ms\": 10, \"done_ms\": 1}}]}",
         ] {
             std::fs::write(&path, text).unwrap();
             let e = StateFile::new(&path).load().unwrap_err().to_string();

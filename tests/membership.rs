@@ -430,23 +430,34 @@ fn saved(list: &[(&str, u64, bool)]) -> Vec<(String, u64, bool)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_state_file_survives_kill_9_and_a_corrupt_one_stops_the_start() {
-    let backends = start_backends(&["a", "b", "j", "k"]).await;
-    let dir = TestDir::new("state");
+/// A test dir with a config whose `[admin]` saves membership to `membership.json` there:
+/// (dir, state file, config file).
+fn with_state_file(
+    tag: &str,
+    proxy_lines: &str,
+    extra: &str,
+    members: &[(&str, u32)],
+    backends: &[TestBackend],
+) -> (TestDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = TestDir::new(tag);
     let state = dir.join("membership.json");
     let admin = format!("state_file = {:?}", state.display().to_string());
     let config = dir.join("ringproxy.toml");
-    std::fs::write(
-        &config,
-        process_config(
-            "debug_headers = true",
-            &admin,
-            "",
-            &with_addr(&[("a", 1), ("b", 1)], &backends),
-        ),
-    )
-    .unwrap();
+    let text = process_config(proxy_lines, &admin, extra, &with_addr(members, backends));
+    std::fs::write(&config, text).unwrap();
+    (dir, state, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_file_survives_kill_9_and_a_corrupt_one_stops_the_start() {
+    let backends = start_backends(&["a", "b", "j", "k"]).await;
+    let (_dir, state, config) = with_state_file(
+        "state",
+        "debug_headers = true",
+        "",
+        &[("a", 1), ("b", 1)],
+        &backends,
+    );
     let mut p = Ringproxy::start(&config).await;
     assert!(!state.exists(), "nothing changed yet, nothing saved");
 
@@ -524,6 +535,95 @@ async fn the_state_file_survives_kill_9_and_a_corrupt_one_stops_the_start() {
         state.display()
     );
     assert!(!stderr.contains("\"listening\""), "{stderr}");
+}
+
+/// The ramp of `id` in a saved state file, as (direction, done_ms), if one is under way.
+fn saved_ramp(path: &std::path::Path, id: &str) -> Option<(String, u64)> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let b = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not saved: {v}"));
+    let r = b.get("ramp")?;
+    Some((
+        r["direction"].as_str().unwrap().to_string(),
+        r["done_ms"].as_u64().unwrap(),
+    ))
+}
+
+/// `id`'s ramp in a `/backends` listing: (direction, progress, points).
+fn listed_ramp(list: &Value, id: &str) -> Option<(String, f64, u64)> {
+    let r = &entry(list, id)["ramp"];
+    Some((
+        r.get("direction")?.as_str()?.to_string(),
+        r["progress"].as_f64()?,
+        r["points"].as_u64()?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_ups_and_ramp_downs_resume_where_they_stood_after_kill_9() {
+    let backends = start_backends(&["a", "b", "j"]).await;
+    let warmup = "[balance]\nwarmup = \"60s\"\n";
+    let (_dir, state, config) =
+        with_state_file("ramps", "", warmup, &[("a", 1), ("b", 1)], &backends);
+    let mut p = Ringproxy::start(&config).await;
+    let j = backends.iter().find(|b| b.name == "j").unwrap().addr;
+    let body = format!("{{\"address\": \"{j}\", \"weight\": 1}}");
+    let r = p.admin_call(Method::PUT, "/backends/j", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = p
+        .admin_call(Method::POST, "/backends/a/drain?ramp=60s", "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    // Both a little way along (the driver steps every 250 ms; 3 % of 60 s is 1.8 s).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listed = p.backends().await;
+        let along = |id| listed_ramp(&listed, id).is_some_and(|(_, done, _)| done >= 0.03);
+        if along("j") && along("a") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ramps did not move: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.signal(Signal::Kill);
+    let status = p.process.wait_exit(WAIT).await;
+    assert!(killed_by(status, 9), "{status:?}");
+    drop(p);
+    // What the file held at the kill: each ramp and how far it had gone.
+    let (up, done_j) = saved_ramp(&state, "j").expect("j's warm-up saved");
+    let (down, done_a) = saved_ramp(&state, "a").expect("a's ramp-down saved");
+    assert_eq!((up.as_str(), down.as_str()), ("up", "down"));
+    assert!(done_j >= 1_000 && done_a >= 1_000, "{done_j} {done_a}");
+    assert_eq!(saved_ramp(&state, "b"), None);
+
+    // Restarted, each goes on from there: j neither starts over nor gets its whole share, a
+    // is still leaving (not back at full weight, and not drained early).
+    let p = Ringproxy::start(&config).await;
+    let listed = p.backends().await;
+    let full = u64::from(DEFAULT_VNODES);
+    let (direction, progress, points) = listed_ramp(&listed, "j").expect("j still warming");
+    assert_eq!(direction, "up", "{listed}");
+    assert!(
+        progress >= done_j as f64 / 60_000.0 && progress < 0.5,
+        "{listed}"
+    );
+    assert!(points > 0 && points < full / 2, "{listed}");
+    let (direction, progress, points) = listed_ramp(&listed, "a").expect("a still ramping down");
+    assert_eq!(direction, "down", "{listed}");
+    assert!(
+        progress >= done_a as f64 / 60_000.0 && progress < 0.5,
+        "{listed}"
+    );
+    assert!(points < full && points > full / 2, "{listed}");
+    assert_ne!(entry(&listed, "a")["state"], "draining", "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use crate::discovery::Found;
 use crate::health::BackendHealth;
 use crate::load::BackendLoad;
 use crate::ring::{moved, Placement, RingError};
-use crate::state_file::{SavedBackend, StateError, StateFile};
+use crate::state_file::{SavedBackend, SavedDirection, SavedRamp, StateError, StateFile};
 use crate::sync::lock;
 
 /// Why a change was refused; the snapshot is unchanged.
@@ -103,12 +103,25 @@ impl Cluster {
                     backends = list.len(),
                     "membership from the state file; the config's [[backends]] are not used"
                 );
+                let now = now_ms();
                 list.iter()
                     .map(|s| {
                         let b = backend(&s.id, &s.address, i64::from(s.weight))?;
                         b.health.set_draining(s.draining);
+                        let full = config.vnodes.saturating_mul(b.weight);
+                        let ramp = match s.ramp.map(|r| resumed(r, now, full)) {
+                            // Saved as it finished: it ends the way `advance_ramps` ends one.
+                            Some(r) if r.progress(now) >= 1.0 => {
+                                if r.direction == RampDirection::Down {
+                                    b.health.set_draining(true);
+                                }
+                                None
+                            }
+                            ramp => ramp,
+                        };
                         Ok(Backend {
                             origin: Origin::from_label(&s.origin),
+                            ramp,
                             ..b
                         })
                     })
@@ -243,6 +256,7 @@ impl Cluster {
             b.ramp = Some(Ramp {
                 direction: RampDirection::Down,
                 started_ms: now,
+                resumed_ms: 0,
                 duration_ms: duration.as_millis() as u64,
                 points,
             });
@@ -275,7 +289,7 @@ impl Cluster {
         if b.health.is_draining() != draining {
             if let Some(state) = &w.state {
                 state
-                    .save(saved(&snapshot.backends, Some((id, draining))))
+                    .save(saved(&snapshot.backends, Some((id, draining)), now_ms()))
                     .map_err(|e| ChangeError::State(e.to_string()))?;
             }
             b.health.set_draining(draining);
@@ -358,6 +372,7 @@ impl Cluster {
                         b.ramp = Some(Ramp {
                             direction: RampDirection::Up,
                             started_ms: now,
+                            resumed_ms: 0,
                             duration_ms: warmup.as_millis() as u64,
                             points: 0,
                         });
@@ -426,7 +441,7 @@ impl Cluster {
         if !same_members {
             if let Some(state) = &w.state {
                 state
-                    .save(saved(&next.backends, None))
+                    .save(saved(&next.backends, None, now_ms()))
                     .map_err(|e| ChangeError::State(e.to_string()))?;
             }
         }
@@ -477,8 +492,24 @@ pub(super) fn carry(old: &Backend, new: Backend) -> Backend {
     }
 }
 
-/// The membership as the state file stores it; `drain` overrides one backend's flag.
-fn saved(backends: &[Backend], drain: Option<(&str, bool)>) -> Vec<SavedBackend> {
+/// A saved ramp, going on from where it stood at `now`.
+fn resumed(r: SavedRamp, now: u64, full: u32) -> Ramp {
+    let mut ramp = Ramp {
+        direction: match r.direction {
+            SavedDirection::Up => RampDirection::Up,
+            SavedDirection::Down => RampDirection::Down,
+        },
+        started_ms: now,
+        resumed_ms: r.done_ms,
+        duration_ms: r.duration_ms,
+        points: 0,
+    };
+    ramp.points = ramp.points_at(now, full);
+    ramp
+}
+
+/// The membership as the state file stores it at `now`; `drain` overrides one backend's flag.
+fn saved(backends: &[Backend], drain: Option<(&str, bool)>, now: u64) -> Vec<SavedBackend> {
     backends
         .iter()
         .map(|b| SavedBackend {
@@ -490,6 +521,14 @@ fn saved(backends: &[Backend], drain: Option<(&str, bool)>) -> Vec<SavedBackend>
                 _ => b.health.is_draining(),
             },
             origin: b.origin.label().to_string(),
+            ramp: b.ramp.map(|r| SavedRamp {
+                direction: match r.direction {
+                    RampDirection::Up => SavedDirection::Up,
+                    RampDirection::Down => SavedDirection::Down,
+                },
+                duration_ms: r.duration_ms,
+                done_ms: r.done_ms(now),
+            }),
         })
         .collect()
 }

@@ -156,3 +156,50 @@ fn the_state_file_wins_at_start_and_follows_every_change() {
     assert!(e.contains(&path.display().to_string()), "{e}");
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn saved_ramps_resume_and_finished_ones_end_as_the_driver_ends_them() {
+    let path = std::env::temp_dir().join(format!("ringproxy-ramps-{}.json", std::process::id()));
+    let ramp = |dir: &str, done: u64| {
+        format!(
+            "\"ramp\": {{\"direction\": \"{dir}\", \"duration_ms\": 10000, \"done_ms\": {done}}}"
+        )
+    };
+    let member = |id: &str, port: u16, ramp: &str| {
+        let sep = if ramp.is_empty() { "" } else { ", " };
+        format!("{{\"id\": \"{id}\", \"address\": \"127.0.0.1:{port}\", \"weight\": 1{sep}{ramp}}}")
+    };
+    let members = [
+        member("up", 1, &ramp("up", 2500)),
+        member("down", 2, &ramp("down", 2500)),
+        member("warm", 3, &ramp("up", 10000)),
+        member("gone", 4, &ramp("down", 10000)),
+        member("plain", 5, ""),
+    ];
+    std::fs::write(
+        &path,
+        format!("{{\"format\": 1, \"backends\": [{}]}}", members.join(", ")),
+    )
+    .unwrap();
+    let extra = format!("[admin]\nstate_file = {:?}\n", path.display().to_string());
+    let c = Cluster::new(&config(&extra, &[("x", 9, 1)])).unwrap();
+    let s = c.load();
+    let full = s.ring.vnodes();
+    let ramp_of = |id: &str| s.get(id).unwrap().ramp;
+    // A quarter done: a quarter of the points on (up), three quarters left (down).
+    let up = ramp_of("up").unwrap();
+    assert_eq!((up.direction, up.points), (RampDirection::Up, full / 4));
+    let down = ramp_of("down").unwrap();
+    assert_eq!(
+        (down.direction, down.points),
+        (RampDirection::Down, full - full / 4)
+    );
+    assert!(!s.get("down").unwrap().health.is_draining());
+    // Saved as they finished: a plain member, and a drained one.
+    assert_eq!(ramp_of("warm"), None);
+    assert!(!s.get("warm").unwrap().health.is_draining());
+    assert_eq!(ramp_of("gone"), None);
+    assert!(s.get("gone").unwrap().health.is_draining());
+    assert_eq!(ramp_of("plain"), None);
+    std::fs::remove_file(&path).unwrap();
+}

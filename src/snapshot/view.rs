@@ -74,8 +74,10 @@ pub enum RampDirection {
 pub struct Ramp {
     /// Up or down.
     pub direction: RampDirection,
-    /// When it started ([`crate::clock::now_ms`]).
+    /// When it started ([`crate::clock::now_ms`]), or resumed.
     pub started_ms: u64,
+    /// How far it had gone before `started_ms`: a ramp resumed from the state file.
+    pub resumed_ms: u64,
     /// How long it takes.
     pub duration_ms: u64,
     /// Points on the ring now.
@@ -88,7 +90,14 @@ impl Ramp {
         if self.duration_ms == 0 {
             return 1.0;
         }
-        (now.saturating_sub(self.started_ms) as f64 / self.duration_ms as f64).min(1.0)
+        (self.done_ms(now) as f64 / self.duration_ms as f64).min(1.0)
+    }
+
+    /// Time done at `now`, at most the duration.
+    pub fn done_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.started_ms)
+            .saturating_add(self.resumed_ms)
+            .min(self.duration_ms)
     }
 
     /// Points on the ring at `now` for a backend with `full` points when not ramping.
