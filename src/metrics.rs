@@ -62,7 +62,7 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RejectLabels {
+struct ReasonLabels {
     reason: &'static str,
 }
 
@@ -71,7 +71,8 @@ pub struct Metrics {
     registry: Registry,
     responses: Family<ResponseLabels, Counter>,
     upstream_errors: Family<ErrorLabels, Counter>,
-    rejected: Family<RejectLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    handovers: Family<ReasonLabels, Counter>,
     retries: Family<BackendLabels, Counter>,
     ejections: Family<BackendLabels, Counter>,
     backend_state: Family<StateLabels, Gauge>,
@@ -104,7 +105,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ringproxy");
         let responses = Family::<ResponseLabels, Counter>::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
-        let rejected = Family::<RejectLabels, Counter>::default();
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        let handovers = Family::<ReasonLabels, Counter>::default();
         let retries = Family::<BackendLabels, Counter>::default();
         let ejections = Family::<BackendLabels, Counter>::default();
         let backend_state = Family::<StateLabels, Gauge>::default();
@@ -155,6 +157,11 @@ impl Metrics {
             "rejected",
             "Requests answered without reaching a backend",
             rejected.clone(),
+        );
+        registry.register(
+            "http1_handovers",
+            "Client connections the HTTP/1 relay handed to the hyper path, by reason (h2c, webdav, http10, connect, upgrade, target, no_host)",
+            handovers.clone(),
         );
         registry.register(
             "retries",
@@ -217,6 +224,7 @@ impl Metrics {
             responses,
             upstream_errors,
             rejected,
+            handovers,
             retries,
             ejections,
             backend_state,
@@ -278,7 +286,12 @@ impl Metrics {
 
     /// A request answered without a backend's response; `reason` is the error's own label.
     pub fn rejected(&self, reason: &'static str) {
-        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// The HTTP/1 relay handed a client connection to the hyper path, for `reason`.
+    pub fn handover(&self, reason: &'static str) {
+        self.handovers.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// A request passed `backend` by because it was over its load bound.

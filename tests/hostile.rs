@@ -1002,3 +1002,50 @@ async fn a_tunnel_keeps_its_connection_slot_and_closes_when_idle() {
     let (status, _) = second.read_head(BOUND).await;
     assert_eq!(status, 200);
 }
+
+/// The requests the relay hands to hyper, one per reason, each on its own connection.
+fn handover_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let key = "x-user-id: k\r\n";
+    vec![
+        ("h2c", [H2_PREFACE, H2_SETTINGS].concat()),
+        ("webdav", format!("PROPFIND / HTTP/1.1\r\nHost: proxy.test\r\n{key}\r\n").into()),
+        ("http10", format!("GET / HTTP/1.0\r\nHost: proxy.test\r\n{key}\r\n").into()),
+        ("connect", b"CONNECT proxy.test:443 HTTP/1.1\r\nHost: proxy.test:443\r\n\r\n".to_vec()),
+        (
+            "upgrade",
+            format!("GET / HTTP/1.1\r\nHost: proxy.test\r\nConnection: upgrade\r\nUpgrade: x-test\r\n{key}\r\n").into(),
+        ),
+        ("target", format!("GET http://proxy.test/ HTTP/1.1\r\nHost: proxy.test\r\n{key}\r\n").into()),
+        ("no_host", format!("GET / HTTP/1.1\r\n{key}\r\n").into()),
+    ]
+}
+
+#[tokio::test]
+async fn handovers_to_hyper_are_counted_by_reason_on_the_relay_only() {
+    let b = start_recorder("b1").await;
+    for mode in ["relay", "hyper"] {
+        let p = start_proxy(&config(&format!("http1 = \"{mode}\""), "", &[&b])).await;
+        for (_, request) in handover_cases() {
+            let mut c = RawConn::connect(p.proxy).await;
+            c.send(&request).await.unwrap();
+            // Answered (or refused) by hyper: some bytes come back, or the connection closes.
+            assert_ne!(c.read_some(BOUND).await, Read::TimedOut, "{mode}");
+        }
+        // A request the relay serves itself, on a connection of its own.
+        let r = raw_exchange(p.proxy, get("/", "k")).await;
+        assert_eq!(r.status, 200, "{mode}");
+        let m = metrics(&p).await;
+        for (reason, _) in handover_cases() {
+            let series = format!("ringproxy_http1_handovers_total{{reason=\"{reason}\"}}");
+            let want = (mode == "relay").then_some(1.0);
+            assert_eq!(sample(&m, &series), want, "{mode} {reason}:\n{m}");
+        }
+        assert_eq!(
+            m.lines()
+                .filter(|l| l.starts_with("ringproxy_http1_handovers_total{"))
+                .count(),
+            if mode == "relay" { 7 } else { 0 },
+            "{mode}:\n{m}"
+        );
+    }
+}

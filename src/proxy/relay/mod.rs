@@ -100,7 +100,10 @@ pub async fn serve(
         );
         let head = match reading.await {
             Next::Head(head) => head,
-            Next::HandOver => return Ended::HandOver(Rewind::new(buf.take_all(), client)),
+            Next::HandOver(reason) => {
+                proxy.metrics().handover(reason);
+                return Ended::HandOver(Rewind::new(buf.take_all(), client));
+            }
             Next::Close => return Ended::Closed,
             Next::Reject(status, reason) => {
                 let _ = write(
@@ -112,7 +115,9 @@ pub async fn serve(
                 return Ended::Closed;
             }
         };
-        if !relayable(buf.pending(), &head) {
+        if let Some(reason) = handover_reason(buf.pending(), &head) {
+            proxy.metrics().handover(reason);
+            LINES_KIND.give(head.headers);
             return Ended::HandOver(Rewind::new(buf.take_all(), client));
         }
         let open = request(
@@ -135,7 +140,8 @@ pub async fn serve(
 
 enum Next {
     Head(RequestHead),
-    HandOver,
+    /// To hyper, for this reason (the `ringproxy_http1_handovers_total` label).
+    HandOver(&'static str),
     Close,
     Reject(u16, &'static str),
 }
@@ -154,7 +160,8 @@ async fn next_head(
             // "PRI * HTTP/2.0": the h2c preface. No other method starts with "PR" but WebDAV's
             // PROPFIND / PROPPATCH, which hyper serves as well.
             if pending.starts_with(b"PR") {
-                return Next::HandOver;
+                let webdav = pending.len() > 2 && !pending.starts_with(b"PRI");
+                return Next::HandOver(if webdav { "webdav" } else { "h2c" });
             }
             match parse_request_with(pending, max_head, || LINES_KIND.take()) {
                 Ok(head) => return Next::Head(head),
@@ -191,14 +198,21 @@ async fn next_head(
     }
 }
 
-/// Can the relay serve this request, or does it go to hyper?
-fn relayable(buf: &[u8], head: &RequestHead) -> bool {
-    let target = &buf[head.target.clone()];
-    head.minor == 1
-        && &buf[head.method.clone()] != b"CONNECT"
-        && plain_target(target)
-        && head.lines.upgrade == 0
-        && head.lines.host != 0
+/// Why this request goes to hyper, or `None` when the relay serves it.
+fn handover_reason(buf: &[u8], head: &RequestHead) -> Option<&'static str> {
+    if head.minor != 1 {
+        Some("http10")
+    } else if &buf[head.method.clone()] == b"CONNECT" {
+        Some("connect")
+    } else if head.lines.upgrade != 0 {
+        Some("upgrade")
+    } else if !plain_target(&buf[head.target.clone()]) {
+        Some("target")
+    } else if head.lines.host == 0 {
+        Some("no_host")
+    } else {
+        None
+    }
 }
 
 /// An origin-form target that hyper would forward byte for byte: `/`, then only bytes the
