@@ -9,7 +9,9 @@
 //! What the relay does not handle is handed to hyper with the bytes already read put back in
 //! front ([`Rewind`]): the HTTP/2 preface (h2c), `Upgrade`, `CONNECT`, absolute-form and
 //! asterisk-form targets, targets hyper would rewrite (a fragment, bytes outside the URI
-//! grammar), HTTP/1.0, and requests without `Host`.
+//! grammar), HTTP/1.0, requests without `Host`, and WebDAV's `PROPFIND` / `PROPPATCH` (they
+//! start like the preface). Each hand-over is counted by its reason
+//! (`ringproxy_http1_handovers_total`): an operator sees how much traffic the relay serves.
 //!
 //! - `buffer.rs`: read buffers and relaying a body by its framing.
 //! - `attempt.rs`: one try at one backend.
