@@ -63,12 +63,17 @@ for p in "${PROXIES[@]}"; do
     esac
     pid=$!
     wait_up "$p"
-    requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+    # Under `set -e -o pipefail` a failed pipeline in an assignment would end the script
+    # without a word: each says what failed instead.
+    requests=$(wrk -t1 -c8 -d"$DURATION" -s "$HERE/random_key.lua" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}') || {
+        echo "instructions: wrk against $p failed (see $DIR/$p.log; KEEP=1 keeps it)" >&2
+        exit 1
+    }
     # Each stops cleanly on its own signal; callgrind writes its profile when the process exits
     # (slowly under valgrind: up to 10 s).
     if [[ $p == haproxy || $p == l4-floor ]]; then signal=TERM; else signal=INT; fi
     stop_pid "$pid" "$signal" 100
-    total=$(callgrind_annotate "$out"* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    total=$(callgrind_annotate "$out"* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}') || total=""
     [[ -n $total && ${requests:-0} -gt 0 ]] || {
         echo "instructions: no profile or no requests for $p (see $DIR/$p.log; KEEP=1 keeps it)" >&2
         exit 1
