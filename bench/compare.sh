@@ -10,6 +10,9 @@
 # relay (bench/l4relay.c, built here with gcc and liburing) in its I/O modes: readiness with
 # recv/send, as every proxy here does; io_uring; io_uring waited on through epoll, as a ring
 # inside an epoll event loop (tokio's) would be. Their ratios size the io_uring lever.
+# "rt-tokio", "rt-monoio" and "rt-monoio-epoll" (also only when named) are the same relay in
+# Rust (bench/rtrelay, built here with cargo) on tokio and on monoio's io_uring and epoll
+# drivers: does an off-the-shelf io_uring runtime keep the lever?
 #
 #   apt-get install -y nginx haproxy wrk curl      # once, on a fresh Debian/Ubuntu machine
 #   bench/compare.sh                               # markdown on stdout, progress on stderr
@@ -24,7 +27,8 @@
 #                        two builds, same config, same rounds)
 #   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
 #                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor, and l4-epoll l4-uring
-#                        l4-hosted which run only when named); every process is still started for the sanity
+#                        l4-hosted rt-tokio rt-monoio rt-monoio-epoll which run only when named);
+#                        every process is still started for the sanity
 #                        check
 #   KEEP=1               keep the temp dir (configs, logs, raw wrk outputs)
 set -euo pipefail
@@ -69,7 +73,7 @@ trap 'exit 130' INT TERM
 source "$HERE/ports.sh"
 
 for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT \
-    LE_PORT LU_PORT LH_PORT; do
+    LE_PORT LU_PORT LH_PORT RT_PORT RM_PORT RE_PORT; do
     pick_port "$v"
 done
 
@@ -122,22 +126,36 @@ haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>>"$DIR/haproxy-tcp.log" &
 PID_L4=$!
 PIDS+=("$PID_L4")
 
-# The io_uring pair: built and started only when asked for.
+# The layer-4 relays that size the io_uring lever: built and started only when asked for.
 L4RELAY=()
 [[ " ${TARGETS:-} " == *" l4-epoll "* ]] && L4RELAY+=(l4-epoll)
 [[ " ${TARGETS:-} " == *" l4-uring "* ]] && L4RELAY+=(l4-uring)
 [[ " ${TARGETS:-} " == *" l4-hosted "* ]] && L4RELAY+=(l4-hosted)
 declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT [l4-hosted]=$LH_PORT) PID_RELAY=()
-if ((${#L4RELAY[@]})); then
+for t in rt-tokio rt-monoio rt-monoio-epoll; do
+    [[ " ${TARGETS:-} " == *" $t "* ]] && L4RELAY+=("$t")
+done
+RELAY_PORT[rt-tokio]=$RT_PORT
+RELAY_PORT[rt-monoio]=$RM_PORT
+RELAY_PORT[rt-monoio-epoll]=$RE_PORT
+if [[ " ${L4RELAY[*]} " == *" rt-"* ]]; then
+    log "building bench/rtrelay (cargo build --release)"
+    (cd "$HERE/rtrelay" && cargo build --release >&2) || die "cannot build bench/rtrelay"
+fi
+if [[ " ${L4RELAY[*]} " == *" l4-"* ]]; then
     need_tools "gcc liburing-dev" gcc
     gcc -O2 -o "$DIR/l4relay" "$HERE/l4relay.c" -luring -lpthread 2>>"$DIR/l4relay.log" ||
         die "cannot build bench/l4relay.c (apt-get install -y gcc liburing-dev; see $DIR/l4relay.log)"
-    for t in "${L4RELAY[@]}"; do
-        "$DIR/l4relay" "${t#l4-}" "${RELAY_PORT[$t]}" "$THREADS" "$B0" "$B1" "$B2" "$B3" 2>>"$DIR/$t.log" &
-        PID_RELAY[$t]=$!
-        PIDS+=("$!")
-    done
 fi
+for t in "${L4RELAY[@]}"; do
+    case $t in
+    l4-*) relay=("$DIR/l4relay" "${t#l4-}") ;;
+    rt-*) relay=("$HERE/rtrelay/target/release/rtrelay" "${t#rt-}") ;;
+    esac
+    "${relay[@]}" "${RELAY_PORT[$t]}" "$THREADS" "$B0" "$B1" "$B2" "$B3" 2>>"$DIR/$t.log" &
+    PID_RELAY[$t]=$!
+    PIDS+=("$!")
+done
 
 declare -A URL=(
     [direct]="http://127.0.0.1:$B0/"
@@ -185,7 +203,7 @@ log "all up in $DIR (backends $B0 $B1 $B2 $B3; ringproxy $RP_PORT, ringproxy-hyp
 # ---- sanity: every proxy routes by key --------------------------------------------------------
 
 for t in "${ALL[@]:1}"; do
-    [[ $t == l4-* ]] && continue # route connections, not keys
+    [[ $t == l4-* || $t == rt-* ]] && continue # route connections, not keys
     declare -A seen=()
     for k in $(seq 1 40); do
         a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$t]}") || die "$t failed for user-$k"
@@ -352,6 +370,9 @@ for t in "${TARGETS[@]}"; do
     [[ $t == l4-epoll ]] && label="l4-epoll (bench/l4relay.c, epoll + recv/send)"
     [[ $t == l4-uring ]] && label="l4-uring (bench/l4relay.c, io_uring)"
     [[ $t == l4-hosted ]] && label="l4-hosted (bench/l4relay.c, io_uring waited on through epoll)"
+    [[ $t == rt-tokio ]] && label="rt-tokio (bench/rtrelay, tokio)"
+    [[ $t == rt-monoio ]] && label="rt-monoio (bench/rtrelay, monoio on io_uring)"
+    [[ $t == rt-monoio-epoll ]] && label="rt-monoio-epoll (bench/rtrelay, monoio on epoll)"
     awk -v l="$label" -v r="${RPS[$t]}" -v p="${P99[$t]}" -v c="${CPU[$t]}" -v u="${US[$t]}" -v uu="${USR[$t]}" -v us="${SYS[$t]}" -v m="${RSS[$t]}" -v e="$(errors "$t")" \
         'BEGIN { printf "| %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.1f | %d |\n", l, r, p, c, u, uu, us, m / 1024, e }'
 done
@@ -393,6 +414,9 @@ if has l4-epoll && has l4-uring; then
         printf "- io_uring lever: the same layer-4 relay makes %.3f x the req/s with io_uring at %.3f x the CPU per request (%.1f vs %.1f µs)", u / e, uu / ue, uu, ue
     }'
     echo "; per round: req/s $(paired 3 l4-uring l4-epoll), CPU per request $(paired 8 l4-uring l4-epoll)"
+fi
+if has rt-tokio && has rt-monoio; then
+    echo "- a Rust io_uring runtime: rt-monoio makes $(paired 3 rt-monoio rt-tokio) x rt-tokio's req/s at $(paired 8 rt-monoio rt-tokio) x its CPU per request (per round)"
 fi
 if has l4-epoll && has l4-hosted; then
     echo "- io_uring hosted in an epoll loop: $(paired 3 l4-hosted l4-epoll) x the epoll relay's req/s, $(paired 8 l4-hosted l4-epoll) x its CPU per request (per round)"
