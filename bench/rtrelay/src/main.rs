@@ -43,7 +43,9 @@ fn main() {
         let Ok(client) = client else { continue };
         let _ = client.set_nodelay(true);
         let job = (client, backends[n % backends.len()]);
-        lanes[n % lanes.len()].unbounded_send(job).expect("worker running");
+        lanes[n % lanes.len()]
+            .unbounded_send(job)
+            .expect("worker running");
     }
 }
 
@@ -80,8 +82,12 @@ async fn tokio_worker(mut jobs: UnboundedReceiver<Job>) {
     while let Some((client, backend)) = jobs.next().await {
         tokio::spawn(async move {
             let _ = client.set_nonblocking(true);
-            let Ok(client) = tokio::net::TcpStream::from_std(client) else { return };
-            let Ok(server) = tokio::net::TcpStream::connect(backend).await else { return };
+            let Ok(client) = tokio::net::TcpStream::from_std(client) else {
+                return;
+            };
+            let Ok(server) = tokio::net::TcpStream::connect(backend).await else {
+                return;
+            };
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
@@ -112,8 +118,12 @@ async fn monoio_worker(mut jobs: UnboundedReceiver<Job>, nonblocking: bool) {
     while let Some((client, backend)) = jobs.next().await {
         monoio::spawn(async move {
             let _ = client.set_nonblocking(nonblocking);
-            let Ok(client) = monoio::net::TcpStream::from_std(client) else { return };
-            let Ok(server) = monoio::net::TcpStream::connect(backend).await else { return };
+            let Ok(client) = monoio::net::TcpStream::from_std(client) else {
+                return;
+            };
+            let Ok(server) = monoio::net::TcpStream::connect(backend).await else {
+                return;
+            };
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
