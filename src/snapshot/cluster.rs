@@ -108,22 +108,15 @@ impl Cluster {
                     .map(|s| {
                         let b = backend(&s.id, &s.address, i64::from(s.weight))?;
                         b.health.set_draining(s.draining);
-                        let full = config.vnodes.saturating_mul(b.weight);
-                        let ramp = match s.ramp.map(|r| resumed(r, now, full)) {
-                            // Saved as it finished: it ends the way `advance_ramps` ends one.
-                            Some(r) if r.progress(now) >= 1.0 => {
-                                if r.direction == RampDirection::Down {
-                                    b.health.set_draining(true);
-                                }
-                                None
-                            }
-                            ramp => ramp,
-                        };
-                        Ok(Backend {
+                        let mut b = Backend {
                             origin: Origin::from_label(&s.origin),
-                            ramp,
                             ..b
-                        })
+                        };
+                        // Saved as it finished, it ends here as the driver ends one.
+                        if let Some(r) = s.ramp {
+                            ramp_to(&mut b, resumed(r, now), now, config.vnodes);
+                        }
+                        Ok(b)
                     })
                     .collect::<Result<Vec<_>, ChangeError>>()?
             }
@@ -219,17 +212,8 @@ impl Cluster {
         }
         self.change(|_, draft| {
             for b in &mut draft.backends {
-                let Some(mut ramp) = b.ramp else { continue };
-                let full = draft.vnodes.saturating_mul(b.weight);
-                if ramp.progress(now) >= 1.0 {
-                    b.ramp = None;
-                    if ramp.direction == RampDirection::Down {
-                        // Before the commit, so the state file records the drain.
-                        b.health.set_draining(true);
-                    }
-                } else {
-                    ramp.points = ramp.points_at(now, full);
-                    b.ramp = Some(ramp);
+                if let Some(ramp) = b.ramp {
+                    ramp_to(b, ramp, now, draft.vnodes);
                 }
             }
             Ok(())
@@ -492,9 +476,24 @@ pub(super) fn carry(old: &Backend, new: Backend) -> Backend {
     }
 }
 
-/// A saved ramp, going on from where it stood at `now`.
-fn resumed(r: SavedRamp, now: u64, full: u32) -> Ramp {
-    let mut ramp = Ramp {
+/// Puts `ramp` on `b` as it stands at `now` (`vnodes` per unit of weight): its points, or,
+/// once it is done, its end as [`Cluster::advance_ramps`] describes.
+fn ramp_to(b: &mut Backend, mut ramp: Ramp, now: u64, vnodes: u32) {
+    if ramp.progress(now) >= 1.0 {
+        b.ramp = None;
+        if ramp.direction == RampDirection::Down {
+            // Before the commit, so the state file records the drain.
+            b.health.set_draining(true);
+        }
+    } else {
+        ramp.points = ramp.points_at(now, vnodes.saturating_mul(b.weight));
+        b.ramp = Some(ramp);
+    }
+}
+
+/// A saved ramp, going on at `now` from where it stood (its points set by [`ramp_to`]).
+fn resumed(r: SavedRamp, now: u64) -> Ramp {
+    Ramp {
         direction: match r.direction {
             SavedDirection::Up => RampDirection::Up,
             SavedDirection::Down => RampDirection::Down,
@@ -503,9 +502,7 @@ fn resumed(r: SavedRamp, now: u64, full: u32) -> Ramp {
         resumed_ms: r.done_ms,
         duration_ms: r.duration_ms,
         points: 0,
-    };
-    ramp.points = ramp.points_at(now, full);
-    ramp
+    }
 }
 
 /// The membership as the state file stores it at `now`; `drain` overrides one backend's flag.
