@@ -127,17 +127,12 @@ PID_L4=$!
 PIDS+=("$PID_L4")
 
 # The layer-4 relays that size the io_uring lever: built and started only when asked for.
+declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT [l4-hosted]=$LH_PORT
+    [rt-tokio]=$RT_PORT [rt-monoio]=$RM_PORT [rt-monoio-epoll]=$RE_PORT) PID_RELAY=()
 L4RELAY=()
-[[ " ${TARGETS:-} " == *" l4-epoll "* ]] && L4RELAY+=(l4-epoll)
-[[ " ${TARGETS:-} " == *" l4-uring "* ]] && L4RELAY+=(l4-uring)
-[[ " ${TARGETS:-} " == *" l4-hosted "* ]] && L4RELAY+=(l4-hosted)
-declare -A RELAY_PORT=([l4-epoll]=$LE_PORT [l4-uring]=$LU_PORT [l4-hosted]=$LH_PORT) PID_RELAY=()
-for t in rt-tokio rt-monoio rt-monoio-epoll; do
+for t in l4-epoll l4-uring l4-hosted rt-tokio rt-monoio rt-monoio-epoll; do
     [[ " ${TARGETS:-} " == *" $t "* ]] && L4RELAY+=("$t")
 done
-RELAY_PORT[rt-tokio]=$RT_PORT
-RELAY_PORT[rt-monoio]=$RM_PORT
-RELAY_PORT[rt-monoio-epoll]=$RE_PORT
 if [[ " ${L4RELAY[*]} " == *" rt-"* ]]; then
     log "building bench/rtrelay (cargo build --release)"
     (cd "$HERE/rtrelay" && cargo build --release >&2) || die "cannot build bench/rtrelay"
