@@ -62,6 +62,11 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IoLabels {
+    io: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -77,6 +82,7 @@ pub struct Metrics {
     ejections: Family<BackendLabels, Counter>,
     backend_state: Family<StateLabels, Gauge>,
     worker_connections: Family<WorkerLabels, Gauge>,
+    relay_workers: Family<IoLabels, Gauge>,
     upstream_opened: Family<BackendLabels, Counter>,
     upstream_idle: Gauge,
     ring_version: Gauge<u64, AtomicU64>,
@@ -111,6 +117,7 @@ impl Metrics {
         let ejections = Family::<BackendLabels, Counter>::default();
         let backend_state = Family::<StateLabels, Gauge>::default();
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
+        let relay_workers = Family::<IoLabels, Gauge>::default();
         let upstream_opened = Family::<BackendLabels, Counter>::default();
         let upstream_idle = Gauge::default();
         let ring_version = Gauge::<u64, AtomicU64>::default();
@@ -184,6 +191,11 @@ impl Metrics {
             worker_connections.clone(),
         );
         registry.register(
+            "relay_workers",
+            "HTTP/1 relay worker threads running, by their I/O (io_uring, or epoll where io_uring is refused)",
+            relay_workers.clone(),
+        );
+        registry.register(
             "upstream_connections_opened",
             "Connections opened to backends; few per backend when keep-alive works",
             upstream_opened.clone(),
@@ -229,6 +241,7 @@ impl Metrics {
             ejections,
             backend_state,
             worker_connections,
+            relay_workers,
             upstream_opened,
             upstream_idle,
             ring_version,
@@ -340,6 +353,11 @@ impl Metrics {
     /// The idle-connection gauge every worker's pool adds to.
     pub fn upstream_idle(&self) -> Gauge {
         self.upstream_idle.clone()
+    }
+
+    /// The count of relay workers running on `io` ("io_uring" or "epoll").
+    pub fn relay_workers(&self, io: &'static str) -> Gauge {
+        self.relay_workers.get_or_create(&IoLabels { io }).clone()
     }
 
     /// The open-connections gauge of proxy worker `index`.

@@ -729,7 +729,7 @@ const OPEN_ADMIN: &str =
 /// Runs the binary with `args` (and `--config FILE`), killing it after `within`: its exit
 /// code (`None` if it had to be killed) and stderr.
 fn run_bounded(config: &str, args: &[&str], within: Duration) -> (Option<i32>, String) {
-    let file = TempFile::new("hostile", &with_http1(config));
+    let file = TempFile::new("hostile", &with_suite_settings(config));
     let mut child = Command::new(BIN)
         .args(args)
         .arg("--config")

@@ -678,24 +678,23 @@ fn stricter_or_refused(bytes: &[u8], hyper: &Outcome) -> bool {
 fn the_suite_switch_lands_in_the_proxy_table_once() {
     let text = "backends = []\n[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\n[proxy.x]\n";
     assert_eq!(
-        with_http1_mode(text, "hyper"),
+        with_proxy_key(text, "http1", "hyper"),
         "backends = []\n[proxy]\nhttp1 = \"hyper\"\nlisten = \"127.0.0.1:0\"\n[admin]\n[proxy.x]\n"
     );
     assert_eq!(
-        with_http1_mode("[admin]\nlisten = \"x\"", "relay"),
+        with_proxy_key("[admin]\nlisten = \"x\"", "http1", "relay"),
         "[admin]\nlisten = \"x\"\n[proxy]\nhttp1 = \"relay\"\n"
     );
     let set = "[proxy]\n  http1 = \"relay\"\n";
-    assert_eq!(with_http1_mode(set, "hyper"), set);
+    assert_eq!(with_proxy_key(set, "http1", "hyper"), set);
     assert_eq!(
-        with_http1_mode("[ proxy ] # clients\n", "hyper"),
+        with_proxy_key("[ proxy ] # clients\n", "http1", "hyper"),
         "[ proxy ] # clients\nhttp1 = \"hyper\"\n"
     );
     // And the config it makes is one the proxy reads as asked.
-    let config = ringproxy::config::Config::parse(&with_http1_mode(
-        "backends = []\n[proxy]\nlisten = \"127.0.0.1:0\"\n",
-        "hyper",
-    ))
-    .unwrap();
+    let text = "backends = []\n[proxy]\nlisten = \"127.0.0.1:0\"\n";
+    let text = with_proxy_key(&with_proxy_key(text, "http1", "hyper"), "io", "epoll");
+    let config = ringproxy::config::Config::parse(&text).unwrap();
     assert_eq!(config.proxy.http1, ringproxy::config::Http1::Hyper);
+    assert_eq!(config.proxy.io, ringproxy::config::Io::Epoll);
 }

@@ -78,3 +78,43 @@ async fn connections_are_spread_evenly_over_workers() {
     drop(conns);
     p.stop().await;
 }
+
+/// `ringproxy_relay_workers{io="<io>"}`, from `/metrics` (0 when absent).
+async fn relay_workers(p: &TestProxy, io: &str) -> i64 {
+    let text = p.admin(Method::GET, "/metrics", "").await.text();
+    let name = format!("ringproxy_relay_workers{{io=\"{io}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name.as_str()))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn relay_workers_run_on_the_io_asked_for_or_say_they_fell_back() {
+    let backend = start_backend("cache-a").await;
+    // io_uring where this kernel (and its seccomp profile) allows it, else epoll.
+    let uring = if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    };
+    for (io, runs_on) in [("epoll", "epoll"), ("io_uring", uring)] {
+        let lines = format!("workers = 2\nio = \"{io}\"");
+        let p = start_proxy(&config_proxy(&lines, "", &[&backend])).await;
+        open_and_use(&p).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay_workers(&p, runs_on).await != 2 {
+            assert!(
+                Instant::now() < deadline,
+                "io = {io:?}: relay workers on {runs_on}: {} after 5 s",
+                relay_workers(&p, runs_on).await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let other = if runs_on == "epoll" {
+            "io_uring"
+        } else {
+            "epoll"
+        };
+        assert_eq!(relay_workers(&p, other).await, 0, "io = {io:?}");
+    }
+}

@@ -24,7 +24,7 @@ pub use balance::{BalanceConfig, Spread};
 pub use fields::ConfigError;
 pub use file::Config;
 pub use health::{ActiveConfig, HealthConfig};
-pub use proxy::{AdminConfig, Http1, ProxyConfig, DEFAULT_VNODES};
+pub use proxy::{AdminConfig, Http1, Io, ProxyConfig, DEFAULT_VNODES};
 
 #[cfg(test)]
 mod tests;

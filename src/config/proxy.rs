@@ -52,6 +52,18 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Which HTTP/1 server path serves client connections.
     pub http1: Http1,
+    /// The relay's I/O: io_uring where the kernel allows it, or epoll.
+    pub io: Io,
+}
+
+/// `[proxy] io`: how the relay's workers do their socket work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// io_uring (one system call submits a batch of sends and receives and collects their
+    /// completions), falling back to epoll where the kernel or a seccomp profile refuses it.
+    IoUring,
+    /// epoll: readiness, then a system call per send and receive.
+    Epoll,
 }
 
 /// `[proxy] http1`: how HTTP/1.1 client connections are served.
@@ -150,6 +162,16 @@ impl TryFrom<RawProxy> for ProxyConfig {
                     return Err(invalid(
                         "proxy.http1",
                         format!("{other:?} is not a server path; use \"relay\" or \"hyper\""),
+                    ))
+                }
+            },
+            io: match raw.io.as_deref() {
+                None | Some("io_uring") => Io::IoUring,
+                Some("epoll") => Io::Epoll,
+                Some(other) => {
+                    return Err(invalid(
+                        "proxy.io",
+                        format!("{other:?} is not an I/O model; use \"io_uring\" or \"epoll\""),
                     ))
                 }
             },

@@ -43,6 +43,7 @@ pub(crate) struct RawProxy {
     pub send_timeout: Option<String>,
     pub max_connections: Option<i64>,
     pub http1: Option<String>,
+    pub io: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,29 +10,31 @@
 //! kind, so the two paths never hand each other a connection.
 
 use std::collections::HashMap;
-use std::io;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
 
+use super::relay::Conn;
 use crate::sync::lock;
 
 /// Idle connections kept per backend; more concurrent requests still get connections.
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// A connection the pool can hold: it can say, without waiting, whether it is still usable.
-pub trait Pooled {
+pub trait Pooled: Sized + 'static {
     /// The connection is gone (closed by the peer, reset, or otherwise unusable): drop it.
     fn is_closed(&self) -> bool;
     /// The connection can take a request now (not still finishing the previous exchange).
     fn is_ready(&self) -> bool;
+    /// Runs `sweeper` on the runtime this kind of connection lives on, if there is one.
+    fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool;
 }
 
-impl<B> Pooled for SendRequest<B> {
+impl<B: Send + 'static> Pooled for SendRequest<B> {
     fn is_closed(&self) -> bool {
         SendRequest::is_closed(self)
     }
@@ -40,23 +42,43 @@ impl<B> Pooled for SendRequest<B> {
     fn is_ready(&self) -> bool {
         SendRequest::is_ready(self)
     }
+
+    fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        runtime.spawn(sweeper(pool, tokio::time::sleep));
+        true
+    }
 }
 
-impl Pooled for TcpStream {
-    /// An idle backend connection has nothing to say: a read that would block means it is
-    /// alive. End of stream (the backend closed it), bytes nobody asked for (the stream is
-    /// out of step), or an error (reset) all mean it must not carry another request.
+impl Pooled for Conn {
     fn is_closed(&self) -> bool {
-        let mut byte = [0u8; 1];
-        match self.try_read(&mut byte) {
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-            Ok(_) => true,
-        }
+        Conn::is_closed(self)
     }
 
     /// Put back only after its exchange ended, so always ready.
     fn is_ready(&self) -> bool {
         true
+    }
+
+    fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool {
+        monoio::spawn(sweeper(pool, monoio::time::sleep));
+        true
+    }
+}
+
+/// Closes `pool`'s expired idle connections periodically, so an idle backend is not held
+/// open; ends with the pool.
+async fn sweeper<C: Pooled, S: Future>(pool: Weak<Pool<C>>, sleep: impl Fn(Duration) -> S) {
+    loop {
+        let every = match pool.upgrade() {
+            Some(pool) => pool.sweep_every_ms.load(Ordering::Relaxed),
+            None => return,
+        };
+        sleep(Duration::from_millis(every)).await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep(Instant::now());
     }
 }
 
@@ -80,7 +102,7 @@ struct Idle<C> {
     expires: Instant,
 }
 
-impl<C: Pooled + Send + 'static> Pool<C> {
+impl<C: Pooled> Pool<C> {
     /// An empty pool; `idle_gauge` counts its idle connections.
     pub fn new(idle_gauge: Gauge) -> Pool<C> {
         Pool {
@@ -132,22 +154,9 @@ impl<C: Pooled + Send + 'static> Pool<C> {
         if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if !C::spawn_sweeper(Arc::downgrade(self)) {
             self.sweeping.store(false, Ordering::Relaxed);
-            return;
-        };
-        let pool = Arc::downgrade(self);
-        runtime.spawn(async move {
-            loop {
-                let every = match pool.upgrade() {
-                    Some(pool) => pool.sweep_every_ms.load(Ordering::Relaxed),
-                    None => return,
-                };
-                tokio::time::sleep(Duration::from_millis(every)).await;
-                let Some(pool) = pool.upgrade() else { return };
-                pool.sweep(Instant::now());
-            }
-        });
+        }
     }
 
     /// Drops the idle connections that expired by `now` or closed.
@@ -190,8 +199,27 @@ impl<C> Drop for Pool<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The pool's logic, tried with plain tokio sockets.
+    impl Pooled for TcpStream {
+        fn is_closed(&self) -> bool {
+            let mut byte = [0u8; 1];
+            match self.try_read(&mut byte) {
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                Ok(_) => true,
+            }
+        }
+
+        fn is_ready(&self) -> bool {
+            true
+        }
+
+        fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool {
+            tokio::spawn(sweeper(pool, tokio::time::sleep));
+            true
+        }
+    }
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -220,22 +248,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{what}: not after 2 s");
-    }
-
-    #[tokio::test]
-    async fn a_live_idle_connection_is_open_and_ready() {
-        let (_, ours, _theirs) = connections(1).await;
-        assert!(!ours[0].is_closed());
-        assert!(ours[0].is_ready());
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_backend_closed_or_wrote_on_is_closed() {
-        let (_, ours, mut theirs) = connections(2).await;
-        drop(theirs.remove(0));
-        theirs[0].write_all(b"HTTP/1.1 408 \r\n\r\n").await.unwrap();
-        eventually("peer's FIN seen", || ours[0].is_closed()).await;
-        eventually("unasked bytes seen", || ours[1].is_closed()).await;
     }
 
     #[tokio::test]

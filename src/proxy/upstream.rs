@@ -29,7 +29,7 @@ use super::pool::Pool;
 use crate::metrics::Exchange;
 
 /// TCP keepalive probes find backends that vanished without closing (host down, cable cut).
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+pub(crate) const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// One worker's connections to every backend, keyed by backend address.
 pub struct Upstream {

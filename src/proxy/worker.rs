@@ -4,9 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
-
-use super::pool::Pool;
 use super::upstream::Upstream;
 use crate::metrics::Metrics;
 use crate::snapshot::Cluster;
@@ -16,10 +13,9 @@ use crate::traffic::Traffic;
 pub struct Proxy {
     cluster: Arc<Cluster>,
     traffic: Arc<Traffic>,
-    /// This worker's connections to the backends.
+    /// This worker's connections to the backends, for the hyper path (the relay's workers
+    /// keep their own: `relay::Worker`).
     pool: Upstream,
-    /// This worker's raw connections to the backends, for the HTTP/1 relay.
-    relay_pool: Arc<Pool<TcpStream>>,
     metrics: Arc<Metrics>,
 }
 
@@ -32,7 +28,6 @@ impl Proxy {
             cluster,
             traffic,
             pool: Upstream::new(metrics.upstream_idle()),
-            relay_pool: Arc::new(Pool::new(metrics.upstream_idle())),
             metrics,
         }
     }
@@ -56,11 +51,6 @@ impl Proxy {
     /// This worker's hyper connections to the backends (the hyper path).
     pub(crate) fn upstream(&self) -> &Upstream {
         &self.pool
-    }
-
-    /// This worker's raw backend connections.
-    pub(crate) fn relay_pool(&self) -> &Arc<Pool<TcpStream>> {
-        &self.relay_pool
     }
 
     /// Request counts the load bound and the hot-key sketch read.

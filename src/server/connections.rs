@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use super::activity::{Activity, Tracked};
 use crate::clock::now_ms;
-use crate::proxy::relay::{self, Ended, Limits, Rewind};
-use crate::proxy::{ConnectionHold, Proxy};
+use crate::proxy::relay::Rewind;
+use crate::proxy::ConnectionHold;
 use crate::sync::Bell;
 
 /// A connection handed to a worker: the socket, its peer, and the worker's load counter, which
@@ -34,6 +35,9 @@ pub struct Handoff {
     pub stream: std::net::TcpStream,
     pub peer: SocketAddr,
     pub live: Live,
+    /// Bytes already read from the socket (by the relay, handing a request over to hyper),
+    /// to be read before it.
+    pub prefix: Vec<u8>,
 }
 
 /// One live connection, counted against its worker and holding one of the process's
@@ -93,20 +97,23 @@ pub enum Arrivals {
 }
 
 impl Arrivals {
-    /// The next connection; `None` when no more will come.
-    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr, Live)>> {
+    /// The next connection, and what was read from it already; `None` when no more will come.
+    async fn next(&mut self) -> Option<io::Result<(Rewind, SocketAddr, Live)>> {
         match self {
             Arrivals::Listener(l, slots) => {
                 let slot = slot(slots).await;
                 Some(
                     l.accept()
                         .await
-                        .map(|(s, peer)| (s, peer, Live::new(None, slot))),
+                        .map(|(s, peer)| (Rewind::new(Vec::new(), s), peer, Live::new(None, slot))),
                 )
             }
             Arrivals::Handoffs(rx) => {
                 let h = rx.recv().await?;
-                Some(TcpStream::from_std(h.stream).map(|s| (s, h.peer, h.live)))
+                Some(
+                    TcpStream::from_std(h.stream)
+                        .map(|s| (Rewind::new(h.prefix, s), h.peer, h.live)),
+                )
             }
         }
     }
@@ -128,22 +135,22 @@ pub struct Policy {
     pub send_timeout: Duration,
     /// The largest request head, in bytes; past it: 431.
     pub max_head: usize,
-    /// Serve HTTP/1.1 with the byte relay (proxy listener only).
+    /// Serve HTTP/1.1 with the byte relay (proxy listener only): the acceptor then hands
+    /// new connections to the relay's workers.
     pub relay: bool,
 }
 
 /// Reads the current [`Policy`].
 pub type Policies = Arc<dyn Fn() -> Policy + Send + Sync>;
 
-/// Serves connections from `source` until `shutdown` fires or the source ends, each with
-/// `handler`; then drains them: idle ones close at once, in-flight requests get the grace
-/// period, and what is left after it is closed.
+/// Serves connections from `source` with hyper until `shutdown` fires or the source ends,
+/// each with `handler`; then drains them: idle ones close at once, in-flight requests get the
+/// grace period, and what is left after it is closed.
 pub async fn serve<H, F, B>(
     mut source: Arrivals,
     shutdown: CancellationToken,
     policies: Policies,
     handler: H,
-    relay: Option<Arc<Proxy>>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -176,7 +183,7 @@ pub async fn serve<H, F, B>(
                 None => continue,
             },
         };
-        let _ = stream.set_nodelay(true);
+        let _ = stream.get_ref().set_nodelay(true);
         let policy = policies();
         // One builder per policy; a reload that changes the policy makes a new one.
         let builder = match &builders {
@@ -188,30 +195,9 @@ pub async fn serve<H, F, B>(
         let live = Arc::new(live);
         let hold = ConnectionHold(live.clone());
         let builder = builder.clone();
-        let relay = relay.clone().filter(|_| policy.relay);
         let (stopping, hard_stop) = (stopping.clone(), conns.hard_stop.clone());
         conns.tasks.spawn(async move {
             let _live = live;
-            let stream = match relay {
-                Some(proxy) => {
-                    let limits = Limits {
-                        header_timeout: policy.header_timeout,
-                        keepalive_timeout: policy.keepalive_timeout,
-                        send_timeout: policy.send_timeout,
-                        max_head: policy.max_head,
-                    };
-                    tokio::select! {
-                        biased;
-                        ended = relay::serve(&proxy, stream, peer, limits, &stopping) => match ended {
-                            Ended::Closed => return,
-                            Ended::HandOver(rewound) => rewound,
-                        },
-                        // Dropping the connection closes it.
-                        () = hard_stop.wait() => return,
-                    }
-                }
-                None => Rewind::new(Vec::new(), stream),
-            };
             // Made here, not at accept: a connection the relay served is new to hyper.
             let activity = Activity::new();
             let seen = activity.clone();
@@ -236,7 +222,7 @@ pub async fn serve<H, F, B>(
     // Let go of the listening socket now, not when `serve` returns: new connections are
     // refused during the drain.
     drop(source);
-    conns.shutdown(policies().grace).await;
+    conns.shutdown(policies().grace, tokio::time::timeout).await;
 }
 
 fn builder(policy: &Policy) -> auto::Builder<TokioExecutor> {
@@ -415,20 +401,28 @@ impl AcceptBackoff {
     }
 }
 
-/// The live connections of one `serve`.
+/// The live connections of one `serve` (or of one relay worker).
 #[derive(Default)]
-struct Connections {
-    tasks: TaskTracker,
-    hard_stop: Arc<Bell>,
+pub struct Connections {
+    pub tasks: TaskTracker,
+    /// Rung when the grace period is over: what is left is dropped.
+    pub hard_stop: Arc<Bell>,
 }
 
 impl Connections {
     /// Each connection has seen the shutdown token itself (idle ones are gone already); this
-    /// waits for the busy ones, up to `grace`.
-    async fn shutdown(self, grace: Duration) {
+    /// waits for the busy ones, up to `grace` (timed by `timeout`, the runtime's).
+    pub async fn shutdown<T, E>(
+        self,
+        grace: Duration,
+        timeout: impl FnOnce(Duration, Pin<Box<dyn Future<Output = ()> + Send>>) -> T,
+    ) where
+        T: Future<Output = Result<(), E>>,
+    {
         tracing::debug!(?grace, "stopped accepting; waiting for in-flight requests");
         self.tasks.close();
-        match tokio::time::timeout(grace, self.tasks.wait()).await {
+        let tasks = self.tasks.clone();
+        match timeout(grace, Box::pin(async move { tasks.wait().await })).await {
             Ok(()) => tracing::debug!("all connections closed"),
             Err(_) => {
                 tracing::warn!(?grace, "grace period over; closing remaining connections");

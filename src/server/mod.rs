@@ -183,17 +183,23 @@ impl Server {
         });
         let (mut lanes, mut workers) = (Vec::new(), Vec::new());
         for index in 0..self.workers {
-            let proxy = self.proxy.with_own_pool();
             let load = self.metrics.worker_connections(index);
-            let (lane, done) =
-                workers::spawn(index, proxy, load, shutdown.clone(), policies.clone())?;
+            let (lane, done) = workers::spawn(
+                index,
+                &self.proxy,
+                self.config.proxy.io,
+                load,
+                &shutdown,
+                &policies,
+            )?;
             lanes.push(lane);
-            workers.push(done);
+            workers.extend(done);
         }
         let proxy_accept = workers::accept(
             self.proxy_listener,
             lanes,
             self.max_connections,
+            policies.clone(),
             shutdown.clone(),
         );
 
@@ -213,7 +219,6 @@ impl Server {
                 let admin = admin.clone();
                 async move { admin.handle(req).await }
             },
-            None,
         );
         let workers_done = async {
             let mut result = Ok(());

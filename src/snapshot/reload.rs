@@ -44,6 +44,7 @@ impl Cluster {
                     "proxy.workers",
                     config.proxy.workers != started.proxy.workers,
                 ),
+                ("proxy.io", config.proxy.io != started.proxy.io),
                 ("admin.listen", config.admin.listen != started.admin.listen),
                 (
                     "admin.state_file",
@@ -57,6 +58,7 @@ impl Cluster {
             let mut next = Settings::of(config);
             next.proxy.listen = started.proxy.listen;
             next.proxy.workers = started.proxy.workers;
+            next.proxy.io = started.proxy.io;
             next.proxy.max_connections = started.proxy.max_connections;
             let old = &draft.settings;
             let mut sections = Vec::new();

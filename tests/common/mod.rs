@@ -2,18 +2,19 @@
 //! ringproxy bound to port 0, a small HTTP client, a raw-TCP helper, raw client connections and
 //! a recording (and upgrading) backend for hostile-client tests, a scriptable DNS server, a real
 //! nginx to compare with, expected routing computed with the proxy's own `Ring`, temp files,
-//! and the suite-wide HTTP/1 path switch (`RINGPROXY_TEST_HTTP1`, see `http1.rs`).
+//! and the suite-wide switches of the proxy's paths (`RINGPROXY_TEST_HTTP1`, `RINGPROXY_TEST_IO`; see
+//! `suite.rs`).
 #![allow(dead_code)]
 
 mod backend;
 mod client;
 mod dns;
-mod http1;
 mod nginx;
 mod process;
 mod proxy;
 mod raw;
 mod ring;
+mod suite;
 
 // Not every test binary uses every part.
 #[allow(unused_imports)]
@@ -22,8 +23,6 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use dns::*;
-#[allow(unused_imports)]
-pub use http1::*;
 #[allow(unused_imports)]
 pub use nginx::*;
 #[allow(unused_imports)]
@@ -34,6 +33,8 @@ pub use proxy::*;
 pub use raw::*;
 #[allow(unused_imports)]
 pub use ring::*;
+#[allow(unused_imports)]
+pub use suite::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

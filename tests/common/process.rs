@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::client::{Http, Reply};
-use super::http1::{apply_http1_to_file, with_http1};
+use super::suite::{apply_suite_settings_to_file, with_suite_settings};
 
 /// The binary under test, built by cargo for the integration tests.
 pub const RINGPROXY_BIN: &str = env!("CARGO_BIN_EXE_ringproxy");
@@ -64,9 +64,9 @@ pub struct Process {
 
 impl Process {
     /// Spawns `ringproxy --config PATH --log-format json` with `RUST_LOG=info`, stderr piped.
-    /// The file gets the suite's HTTP/1 path first ([`apply_http1_to_file`]).
+    /// The file gets the suite's HTTP/1 path first ([`apply_suite_settings_to_file`]).
     pub fn spawn(config: &Path) -> Process {
-        apply_http1_to_file(config);
+        apply_suite_settings_to_file(config);
         Process::spawn_args(&[
             "--config",
             config.to_str().expect("utf-8 path"),
@@ -84,7 +84,7 @@ impl Process {
     /// is read: the reader thread wakes an `sh` helper that is already waiting with `kill`, so
     /// the signal follows the line by microseconds (no poll interval, no fork in between).
     pub fn spawn_signalling_on(config: &Path, trigger: &str, signal: Signal) -> Process {
-        apply_http1_to_file(config);
+        apply_suite_settings_to_file(config);
         let args = [
             "--config",
             config.to_str().expect("utf-8 path"),
@@ -506,7 +506,7 @@ pub fn process_config(
     extra: &str,
     backends: &[(&str, SocketAddr, u32)],
 ) -> String {
-    with_http1(&format!(
+    with_suite_settings(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin_lines}\n\n{extra}\n{}",
         weighted_backends_toml(backends)
     ))

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::TestBackend;
 use super::client::{Http, Reply};
-use super::http1::{apply_http1_to_file, with_http1};
+use super::suite::{apply_suite_settings_to_file, with_suite_settings};
 
 /// A ringproxy serving in this process until `stop()` (or drop).
 pub struct TestProxy {
@@ -160,10 +160,10 @@ impl TestProxy {
     }
 }
 
-/// Starts a proxy from `toml_text` (with the suite's HTTP/1 path, see [`with_http1`]).
+/// Starts a proxy from `toml_text` (with the suite's HTTP/1 path, see [`with_suite_settings`]).
 pub async fn start_proxy(toml_text: &str) -> TestProxy {
-    let config =
-        Config::parse(&with_http1(toml_text)).unwrap_or_else(|e| panic!("test config: {e}"));
+    let config = Config::parse(&with_suite_settings(toml_text))
+        .unwrap_or_else(|e| panic!("test config: {e}"));
     serve(Server::bind(&config).await.expect("bind"))
 }
 
@@ -171,7 +171,7 @@ pub async fn start_proxy(toml_text: &str) -> TestProxy {
 /// The file gets the suite's HTTP/1 path first; rewrite it with [`write_config`] before a
 /// reload so the path stays.
 pub async fn start_proxy_from_file(path: &std::path::Path) -> TestProxy {
-    apply_http1_to_file(path);
+    apply_suite_settings_to_file(path);
     let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
     let server = Server::bind_with_reload(&config, Some(path.to_path_buf()))
         .await
@@ -224,7 +224,7 @@ pub fn config_addrs(proxy_lines: &str, extra: &str, list: &[(&str, SocketAddr)])
 }
 
 fn config_text(proxy_lines: &str, extra: &str, backends: &str) -> String {
-    with_http1(&format!(
+    with_suite_settings(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_lines}\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n{backends}"
     ))
 }

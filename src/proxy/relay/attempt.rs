@@ -4,21 +4,23 @@
 //! failure is classified, with the same vocabulary as the hyper path.
 
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
-use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
+use monoio::io::AsyncWriteRentExt as _;
 
 use super::buffer::{write, Buffer, CopyError, Half};
 use super::deadline::Deadline;
-use super::spare::{Scratch, LINES_KIND};
+use super::io::{cancelled, connect, race, Conn, Reader, Writer};
+use super::spare::LINES_KIND;
+use super::Worker;
 use crate::config::ProxyConfig;
 use crate::http1::{parse_response_with, Framing, HeadError, ResponseHead};
 use crate::metrics::Exchange;
 use crate::proxy::error::ProxyError;
-use crate::proxy::upstream::{connect_tcp, reset};
+use crate::proxy::upstream::reset;
 use crate::proxy::walk::Attempts;
 use crate::proxy::worker::Proxy;
 use crate::snapshot::Backend;
@@ -47,12 +49,17 @@ pub(super) enum Progress {
 
 /// A relayed request being attempted.
 pub(super) struct Relayed<'c> {
+    /// The relay worker: its backend connections.
+    pub worker: &'c Worker,
     pub method: Method,
-    /// The upstream head, followed by the whole body when it is [`Body::Sent`].
-    pub head: Scratch,
+    /// The upstream head, followed by the whole body when it is [`Body::Sent`]. Shared with
+    /// each write of it: a write abandoned at the request timeout may still hold it, and
+    /// the next attempt sends it again.
+    pub head: Rc<Vec<u8>>,
     pub body: Body,
     pub expect_continue: bool,
-    pub client: &'c mut TcpStream,
+    pub client_read: &'c mut Reader,
+    pub client_write: &'c mut Writer,
     pub client_buf: &'c mut Buffer,
     pub send_timeout: Duration,
     /// The connection's attempt deadline (none before its first attempt).
@@ -61,7 +68,7 @@ pub(super) struct Relayed<'c> {
 
 /// A backend's response: its head parsed, the bytes read after it, and the connection.
 pub(super) struct Response {
-    pub stream: TcpStream,
+    pub stream: Conn,
     /// Starts with the head (`head.len` bytes), then what arrived of the body.
     pub buf: Buffer,
     pub head: ResponseHead,
@@ -104,7 +111,7 @@ impl Attempts for Relayed<'_> {
         config: &ProxyConfig,
     ) -> Result<Response, ProxyError> {
         let exchange = proxy.metrics().begin(&backend.id);
-        let (stream, reused) = match proxy.relay_pool().take(&backend.address) {
+        let (stream, reused) = match self.worker.pool.take(&backend.address) {
             Some(stream) => (Some(stream), true),
             None => (None, false),
         };
@@ -148,7 +155,7 @@ impl Attempts for Relayed<'_> {
         backend: &Backend,
         config: &ProxyConfig,
     ) -> Option<Result<Response, ProxyError>> {
-        let at = tokio::time::Instant::now() + config.request_timeout;
+        let at = monoio::time::Instant::now() + config.request_timeout;
         let mut deadline = match self.deadline.take() {
             Some(mut deadline) => {
                 deadline.set(at);
@@ -156,7 +163,7 @@ impl Attempts for Relayed<'_> {
             }
             None => Deadline::new(at),
         };
-        let sent = tokio::select! {
+        let sent = monoio::select! {
             // The timer last: it is only polled while the attempt waits.
             biased;
             sent = self.send(proxy, backend, config) => Some(sent),
@@ -187,15 +194,19 @@ impl Relayed<'_> {
         proxy: &Proxy,
         backend: &Backend,
         config: &ProxyConfig,
-        stream: Option<TcpStream>,
-    ) -> Result<(TcpStream, Buffer, ResponseHead, Option<Half>), Failed> {
+        stream: Option<Conn>,
+    ) -> Result<(Conn, Buffer, ResponseHead, Option<Half>), Failed> {
         let mut stream = match stream {
             Some(s) => s,
             None => {
                 let connecting = Instant::now();
-                let s = connect_tcp(&backend.address, config.connect_timeout)
-                    .await
-                    .map_err(|e| Failed::Connect(ProxyError::upstream(&backend.id, &e)))?;
+                let s = connect(
+                    &backend.address,
+                    config.connect_timeout,
+                    &self.worker.resolver,
+                )
+                .await
+                .map_err(|e| Failed::Connect(ProxyError::upstream(&backend.id, &e)))?;
                 proxy.metrics().upstream_opened(&backend.id);
                 proxy
                     .metrics()
@@ -207,27 +218,29 @@ impl Relayed<'_> {
             error,
             answered: false,
         };
-        stream.write_all(&self.head).await.map_err(io)?;
+        stream
+            .write
+            .write_all(self.head.clone())
+            .await
+            .0
+            .map_err(io)?;
         let head_request = self.method == Method::HEAD;
         let mut buf = Buffer::new();
         let mut upload = match &mut self.body {
             Body::Streamed(framing, progress) => {
                 *progress = Progress::Broken;
                 if self.expect_continue {
-                    write(
-                        self.client,
-                        b"HTTP/1.1 100 Continue\r\n\r\n",
-                        self.send_timeout,
-                    )
-                    .await
-                    .map_err(|_| Failed::Client("client closed before sending its body".into()))?;
+                    let go_on: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+                    write(self.client_write, go_on, self.send_timeout)
+                        .await
+                        .map_err(|_| {
+                            Failed::Client("client closed before sending its body".into())
+                        })?;
                 }
                 Some(Half::new(*framing))
             }
             Body::Sent => None,
         };
-        let (mut from_backend, mut to_backend) = stream.split();
-        let (mut from_client, _) = self.client.split();
         let head = loop {
             if let Some(head) = response_head(&mut buf, head_request)? {
                 break head;
@@ -235,28 +248,42 @@ impl Relayed<'_> {
             let answered = !buf.pending().is_empty();
             // The body goes up while the response is awaited: a backend may answer (and
             // stream its answer) before it has read the whole request.
-            let uploading = upload.as_ref().is_some_and(|u| !u.done());
-            tokio::select! {
-                stepped = async {
-                    match upload.as_mut() {
-                        Some(u) => u.step(self.client_buf, &mut from_client, &mut to_backend, config.request_timeout).await,
-                        None => Ok(()),
+            let read = match upload.as_mut().filter(|u| !u.done()) {
+                Some(up) => {
+                    let (stepped, read) = race(
+                        |cancel| {
+                            up.step(
+                                self.client_buf,
+                                self.client_read,
+                                &mut stream.write,
+                                config.request_timeout,
+                                Some(cancel),
+                            )
+                        },
+                        |cancel| buf.fill_or_cancel(&mut stream.read, cancel),
+                    )
+                    .await;
+                    stepped.map_err(|e| match e {
+                        CopyError::Read(e) => Failed::Client(e.to_string()),
+                        CopyError::Framing(e) => Failed::Client(e.to_string()),
+                        CopyError::Write(e) => io(e),
+                    })?;
+                    match read {
+                        Err(e) if cancelled(&e) => continue,
+                        read => read,
                     }
-                }, if uploading => stepped.map_err(|e| match e {
-                    CopyError::Read(e) => Failed::Client(e.to_string()),
-                    CopyError::Framing(e) => Failed::Client(e.to_string()),
-                    CopyError::Write(e) => io(e),
-                })?,
-                read = buf.fill(&mut from_backend) => match read {
-                    Ok(0) => {
-                        return Err(Failed::Io {
-                            error: io::ErrorKind::UnexpectedEof.into(),
-                            answered,
-                        })
-                    }
-                    Ok(_) => {}
-                    Err(error) => return Err(Failed::Io { error, answered }),
-                },
+                }
+                None => buf.fill(&mut stream.read).await,
+            };
+            match read {
+                Ok(0) => {
+                    return Err(Failed::Io {
+                        error: io::ErrorKind::UnexpectedEof.into(),
+                        answered,
+                    })
+                }
+                Ok(_) => {}
+                Err(error) => return Err(Failed::Io { error, answered }),
             }
         };
         if let (Some(u), Body::Streamed(_, progress)) = (&upload, &mut self.body) {

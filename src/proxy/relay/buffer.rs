@@ -8,10 +8,14 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
+use monoio::buf::{IoBuf, IoBufMut, Slice, SliceMut};
+use monoio::io::{
+    AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent,
+};
+use monoio::time::Instant;
 
-use super::spare::{BUFFERS_KIND, READ_CHUNK};
+use super::io::cancelled;
+use super::spare::{BUFFERS_KIND, READ_CHUNK, WAITING_KIND, WAITING_READ};
 use crate::http1::{Chunked, Framing};
 
 /// Bytes read from a socket and not yet used.
@@ -21,6 +25,7 @@ pub(super) struct Buffer {
 }
 
 impl Buffer {
+    /// A buffer for a response (read in [`READ_CHUNK`]s).
     pub(super) fn new() -> Buffer {
         Buffer {
             data: BUFFERS_KIND.take(),
@@ -28,11 +33,20 @@ impl Buffer {
         }
     }
 
-    /// Lets go of the memory while nothing is pending (an idle keep-alive connection holds
-    /// no buffer); the next [`Buffer::fill`] takes one again.
+    /// A buffer for a client's requests: it holds no memory until a read, and a read made
+    /// while nothing is pending (waiting for the next request) gets a small one.
+    pub(super) fn for_requests() -> Buffer {
+        Buffer {
+            data: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// Lets go of the memory while nothing is pending: a keep-alive connection waits for its
+    /// next request with a small buffer.
     pub(super) fn release(&mut self) {
         if self.pending().is_empty() {
-            BUFFERS_KIND.give(std::mem::take(&mut self.data));
+            give(std::mem::take(&mut self.data));
             self.start = 0;
         }
     }
@@ -59,26 +73,104 @@ impl Buffer {
         rest
     }
 
-    /// Reads more from `stream`; `Ok(0)` at its end. Reading nothing when cancelled.
-    pub(super) async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<usize> {
+    /// Reads more from `from`; `Ok(0)` at its end. Dropped unfinished, it loses what the
+    /// buffer held: only for a connection that closes then.
+    pub(super) async fn fill<R: CancelableAsyncReadRent>(
+        &mut self,
+        from: &mut R,
+    ) -> io::Result<usize> {
+        let (free, start) = self.free_space();
+        let (read, free) = from.read(free).await;
+        self.keep(free.into_inner(), start);
+        read
+    }
+
+    /// [`Buffer::fill`], which `cancel` can stop: it then ends with [`cancelled`], having
+    /// read nothing, or with what it read before the cancel took.
+    pub(super) async fn fill_or_cancel<R: CancelableAsyncReadRent>(
+        &mut self,
+        from: &mut R,
+        cancel: CancelHandle,
+    ) -> io::Result<usize> {
+        let (free, start) = self.free_space();
+        let (read, free) = from.cancelable_read(free, cancel).await;
+        self.keep(free.into_inner(), start);
+        read
+    }
+
+    /// The buffer's room for a read, lent out whole (the read owns it until it ends), and
+    /// where its pending bytes start.
+    fn free_space(&mut self) -> (SliceMut<Vec<u8>>, usize) {
         if self.data.capacity() == 0 {
-            self.data = BUFFERS_KIND.take();
+            self.data = WAITING_KIND.take();
         }
         if self.start > 0 && self.data.capacity() - self.data.len() < READ_CHUNK / 2 {
             // Move the pending bytes to the front rather than grow.
             self.data.drain(..self.start);
             self.start = 0;
         }
-        self.data.reserve(READ_CHUNK);
-        stream.read_buf(&mut self.data).await
+        if self.data.capacity() - self.data.len() < MIN_READ {
+            self.data.reserve(READ_CHUNK);
+        }
+        let (data, start) = self.lend();
+        let len = data.len();
+        (data.slice_mut(len..), start)
+    }
+
+    /// The bytes and where the pending ones start, lent to an operation. What stays behind
+    /// is empty and consistent, should the operation never give them back.
+    fn lend(&mut self) -> (Vec<u8>, usize) {
+        (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.start),
+        )
+    }
+
+    /// Takes the bytes back from an operation.
+    fn keep(&mut self, data: Vec<u8>, start: usize) {
+        self.data = data;
+        self.start = start;
+    }
+
+    /// Writes some of the first `n` pending bytes to `to` (one write); answers how many and
+    /// marks them used.
+    async fn write_some<W: CancelableAsyncWriteRent>(
+        &mut self,
+        to: &mut W,
+        n: usize,
+        cancel: Option<CancelHandle>,
+    ) -> io::Result<usize> {
+        let (data, start) = self.lend();
+        let bytes = Slice::new(data, start, start + n);
+        let (written, bytes) = match cancel {
+            Some(cancel) => to.cancelable_write(bytes, cancel).await,
+            None => to.write(bytes).await,
+        };
+        self.keep(bytes.into_inner(), start);
+        if let Ok(n) = written {
+            self.consume(n);
+        }
+        written
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        BUFFERS_KIND.give(std::mem::take(&mut self.data));
+        give(std::mem::take(&mut self.data));
     }
 }
+
+/// Back to its list, by its size.
+fn give(data: Vec<u8>) {
+    if data.capacity() == WAITING_READ {
+        WAITING_KIND.give(data);
+    } else {
+        BUFFERS_KIND.give(data);
+    }
+}
+
+/// Room below which a buffer grows before a read: a read into less would take more calls.
+const MIN_READ: usize = 512;
 
 /// Why a body could not be relayed.
 #[derive(Debug)]
@@ -161,58 +253,64 @@ impl Half {
     }
 
     /// One step: writes body bytes that are in `buf`, or reads more from `from`. A write may
-    /// wait at most `write_timeout` in all, across steps.
+    /// wait at most `write_timeout` in all, across steps. A step `cancel` stopped did nothing,
+    /// or what it did is counted.
     pub(super) async fn step<R, W>(
         &mut self,
         buf: &mut Buffer,
         from: &mut R,
         to: &mut W,
         write_timeout: Duration,
+        cancel: Option<CancelHandle>,
     ) -> Result<(), CopyError>
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        R: CancelableAsyncReadRent,
+        W: CancelableAsyncWriteRent,
     {
         self.frame(buf)?;
         if self.ready > 0 {
-            let mut writing = pin!(to.write(&buf.pending()[..self.ready]));
+            let mut writing = pin!(buf.write_some(to, self.ready, cancel));
             let written = match ready_now(writing.as_mut()).await {
                 Some(written) => Ok(written),
                 None => {
                     let since = *self.write_since.get_or_insert_with(Instant::now);
-                    tokio::time::timeout_at(since + write_timeout, writing).await
+                    monoio::time::timeout_at(since + write_timeout, writing).await
                 }
             };
             let n = match written {
                 Ok(Ok(0)) => return Err(CopyError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(Ok(n)) => n,
+                Ok(Err(e)) if cancelled(&e) => return Ok(()),
                 Ok(Err(e)) => return Err(CopyError::Write(e)),
                 Err(_) => return Err(CopyError::Write(io::ErrorKind::TimedOut.into())),
             };
             self.write_since = None;
-            buf.consume(n);
             self.ready -= n;
             if let Left::Length(left) = &mut self.left {
                 *left -= n as u64;
             }
+            return Ok(());
         }
-        if self.ready == 0 {
-            let ended = match &self.left {
-                Left::Length(left) => *left == 0,
-                Left::Chunked(chunked) => chunked.done(),
-                _ => false,
+        let ended = match &self.left {
+            Left::Length(left) => *left == 0,
+            Left::Chunked(chunked) => chunked.done(),
+            _ => false,
+        };
+        if ended {
+            self.left = Left::Done;
+            return Ok(());
+        }
+        if buf.pending().is_empty() && !self.done() {
+            let read = match cancel {
+                Some(cancel) => buf.fill_or_cancel(from, cancel).await,
+                None => buf.fill(from).await,
             };
-            if ended {
-                self.left = Left::Done;
-                return Ok(());
-            }
-            if buf.pending().is_empty() && !self.done() {
-                match buf.fill(from).await {
-                    Ok(0) if matches!(self.left, Left::UntilClose) => self.left = Left::Done,
-                    Ok(0) => return Err(CopyError::Read(io::ErrorKind::UnexpectedEof.into())),
-                    Ok(_) => {}
-                    Err(e) => return Err(CopyError::Read(e)),
-                }
+            match read {
+                Ok(0) if matches!(self.left, Left::UntilClose) => self.left = Left::Done,
+                Ok(0) => return Err(CopyError::Read(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if cancelled(&e) => {}
+                Err(e) => return Err(CopyError::Read(e)),
             }
         }
         Ok(())
@@ -232,8 +330,8 @@ pub(super) async fn copy_body<R, W>(
     read_all: impl FnOnce(),
 ) -> Result<(), CopyError>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: CancelableAsyncReadRent,
+    W: CancelableAsyncWriteRent,
 {
     let mut half = Half::new(framing);
     let mut read_all = Some(read_all);
@@ -244,7 +342,7 @@ where
                 read_all();
             }
         }
-        half.step(buf, from, to, write_timeout).await?;
+        half.step(buf, from, to, write_timeout, None).await?;
     }
     if let Some(read_all) = read_all {
         read_all();
@@ -252,20 +350,21 @@ where
     Ok(())
 }
 
-/// Writes all of `bytes` within `timeout`.
-pub(super) async fn write<W: AsyncWrite + Unpin>(
-    to: &mut W,
-    bytes: &[u8],
-    timeout: Duration,
-) -> Result<(), CopyError> {
+/// Writes all of `bytes` within `timeout`, and gives them back (a failed write may keep them:
+/// the connection closes then).
+pub(super) async fn write<W, T>(to: &mut W, bytes: T, timeout: Duration) -> Result<T, CopyError>
+where
+    W: CancelableAsyncWriteRent,
+    T: IoBuf + 'static,
+{
     let mut writing = pin!(to.write_all(bytes));
     let written = match ready_now(writing.as_mut()).await {
         Some(written) => Ok(written),
-        None => tokio::time::timeout(timeout, writing).await,
+        None => monoio::time::timeout(timeout, writing).await,
     };
     match written {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(CopyError::Write(e)),
+        Ok((Ok(_), bytes)) => Ok(bytes),
+        Ok((Err(e), _)) => Err(CopyError::Write(e)),
         Err(_) => Err(CopyError::Write(io::ErrorKind::TimedOut.into())),
     }
 }
@@ -285,35 +384,122 @@ async fn ready_now<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output>
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::future::Future;
+    use std::io::Write as _;
+    use std::rc::Rc;
 
-    use tokio::io::{duplex, AsyncWriteExt as _, DuplexStream};
+    use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncWriteRent};
+    use monoio::BufResult;
 
+    use super::super::io::{tests::pair, Conn};
     use super::*;
 
-    /// Sends `sent` to the copy's sender and copies for a (paused) second towards a receiver
-    /// that reads nothing and has room for `room` bytes: did the copy end, had `read_all`
-    /// run, and the receiver's end (closed after what the copy wrote).
-    async fn copy_a_while(
+    /// A receiver that takes `room` bytes, then no more: its writes wait forever.
+    struct Stuck {
+        room: usize,
+        took: Rc<Cell<usize>>,
+    }
+
+    impl Stuck {
+        fn take<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+            let n = buf.bytes_init().min(self.room);
+            self.room -= n;
+            self.took.set(self.took.get() + n);
+            async move {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                (Ok(n), buf)
+            }
+        }
+    }
+
+    impl AsyncWriteRent for Stuck {
+        fn write<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
+            self.take(buf)
+        }
+
+        async fn writev<T: monoio::buf::IoVecBuf>(&mut self, _: T) -> BufResult<usize, T> {
+            unimplemented!("the relay writes no vectors")
+        }
+
+        async fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        async fn shutdown(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CancelableAsyncWriteRent for Stuck {
+        fn cancelable_write<T: IoBuf>(
+            &mut self,
+            buf: T,
+            _: CancelHandle,
+        ) -> impl Future<Output = BufResult<usize, T>> {
+            self.take(buf)
+        }
+
+        async fn cancelable_writev<T: monoio::buf::IoVecBuf>(
+            &mut self,
+            _: T,
+            _: CancelHandle,
+        ) -> BufResult<usize, T> {
+            unimplemented!("the relay writes no vectors")
+        }
+
+        async fn cancelable_flush(&mut self, _: CancelHandle) -> io::Result<()> {
+            Ok(())
+        }
+
+        async fn cancelable_shutdown(&mut self, _: CancelHandle) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Sends `sent` to the copy's sender and copies towards a receiver with room for `room`
+    /// bytes, until `done(read_all ran, bytes the receiver took)` holds (bounded: 5 s);
+    /// answers whether the copy ended first.
+    async fn copy_until(
         framing: Framing,
         sent: &[u8],
         room: usize,
-    ) -> (bool, bool, DuplexStream) {
-        let (mut backend, mut from) = duplex(64 * 1024);
-        let (mut to, client) = duplex(room);
-        backend.write_all(sent).await.unwrap();
-        let ran = Cell::new(false);
+        done: impl Fn(bool, usize) -> bool,
+    ) -> bool {
+        let (mut backend, from) = pair();
+        backend.write_all(sent).unwrap();
+        let Conn { mut read, .. } = from;
+        let (ran, took) = (Cell::new(false), Rc::new(Cell::new(0)));
+        let mut to = Stuck {
+            room,
+            took: took.clone(),
+        };
         let mut buf = Buffer::new();
         let timeout = Duration::from_secs(60);
-        let copying = copy_body(framing, &mut buf, &mut from, &mut to, timeout, || {
+        let copying = copy_body(framing, &mut buf, &mut read, &mut to, timeout, || {
             ran.set(true);
         });
-        let ended = tokio::time::timeout(Duration::from_secs(1), copying)
-            .await
-            .is_ok();
-        (ended, ran.get(), client)
+        let watching = async {
+            for _ in 0..1000 {
+                if done(ran.get(), took.get()) {
+                    return;
+                }
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!(
+                "not after 5 s: read_all ran {}, took {}",
+                ran.get(),
+                took.get()
+            );
+        };
+        monoio::select! {
+            _ = copying => true,
+            () = watching => false,
+        }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[monoio::test(timer_enabled = true)]
     async fn read_all_runs_when_the_last_byte_is_read_not_written() {
         let chunked = b"5\r\nhello\r\n0\r\nx-t: 1\r\n\r\n";
         for (framing, body) in [
@@ -321,27 +507,23 @@ mod tests {
             (Framing::Chunked, chunked),
         ] {
             // The receiver takes 16 bytes: the body is read whole, its writing waits.
-            let (ended, ran, mut client) = copy_a_while(framing, body, 16).await;
-            assert!(!ended, "the copy ended though the receiver read nothing");
+            let ended = copy_until(framing, body, 16, |ran, took| ran && took == 16).await;
             assert!(
-                ran,
-                "read_all had not run with the whole body read ({framing:?})"
+                !ended,
+                "the copy ended though the receiver read nothing ({framing:?})"
             );
-            let mut got = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
-            read.await.expect("the receiver's side ends").unwrap();
-            assert_eq!(got, &body[..16]);
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[monoio::test(timer_enabled = true)]
     async fn read_all_waits_for_the_body_end() {
-        // Half the body, and nothing more arrives.
-        let (ended, ran, mut client) = copy_a_while(Framing::Length(200), &[b'x'; 100], 1024).await;
-        assert!(!ended && !ran, "read_all ran with half the body unread");
-        let mut got = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got));
-        read.await.expect("the receiver's side ends").unwrap();
-        assert_eq!(got.len(), 100);
+        // Half the body, and nothing more arrives: the receiver gets that half, and read_all
+        // has not run.
+        let ended = copy_until(Framing::Length(200), &[b'x'; 100], 1024, |ran, took| {
+            assert!(!ran, "read_all ran with half the body unread");
+            took == 100
+        })
+        .await;
+        assert!(!ended);
     }
 }

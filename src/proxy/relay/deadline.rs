@@ -10,7 +10,7 @@ use std::future::{poll_fn, Future as _};
 use std::pin::Pin;
 use std::task::{Poll, Waker};
 
-use tokio::time::{sleep_until, Instant, Sleep};
+use monoio::time::{sleep_until, Instant, Sleep};
 
 /// One moving deadline on one timer.
 #[derive(Debug)]
@@ -81,44 +81,52 @@ mod tests {
 
     /// Does `expired` resolve without time moving on?
     async fn expired_now(deadline: &mut Deadline) -> bool {
-        tokio::select! {
+        monoio::select! {
             biased;
             () = deadline.expired() => true,
             () = std::future::ready(()) => false,
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn fires_at_the_latest_deadline_not_the_first() {
-        let start = Instant::now();
-        let mut d = Deadline::new(start + Duration::from_secs(10));
-        d.set(start + Duration::from_secs(30));
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(!expired_now(&mut d).await, "fired at the old deadline");
-        d.expired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+    /// `expired`, bounded: a deadline that never fires fails the test.
+    async fn expires(deadline: &mut Deadline) {
+        let within = Duration::from_secs(10);
+        monoio::time::timeout(within, deadline.expired())
+            .await
+            .expect("the deadline fired");
     }
 
-    #[tokio::test(start_paused = true)]
+    const MS: Duration = Duration::from_millis(1);
+
+    #[monoio::test(timer_enabled = true)]
+    async fn fires_at_the_latest_deadline_not_the_first() {
+        let start = Instant::now();
+        let mut d = Deadline::new(start + 20 * MS);
+        d.set(start + 150 * MS);
+        expires(&mut d).await;
+        assert!(start.elapsed() >= 150 * MS, "fired at the old deadline");
+    }
+
+    #[monoio::test(timer_enabled = true)]
     async fn a_deadline_moved_earlier_fires_early() {
         let start = Instant::now();
         let mut d = Deadline::new(start + Duration::from_secs(30));
-        d.set(start + Duration::from_secs(5));
-        d.expired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        d.set(start + 20 * MS);
+        expires(&mut d).await;
+        assert!(start.elapsed() >= 20 * MS);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[monoio::test(timer_enabled = true)]
     async fn moved_after_firing_waits_again() {
-        let start = Instant::now();
-        let mut d = Deadline::new(start + Duration::from_secs(1));
-        d.expired().await;
-        d.set(Instant::now() + Duration::from_secs(2));
+        let mut d = Deadline::new(Instant::now() + 10 * MS);
+        expires(&mut d).await;
+        let moved = Instant::now();
+        d.set(moved + 100 * MS);
         assert!(
             !expired_now(&mut d).await,
             "a passed timer counted for a new deadline"
         );
-        d.expired().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(3));
+        expires(&mut d).await;
+        assert!(moved.elapsed() >= 100 * MS);
     }
 }

@@ -13,33 +13,42 @@
 //! start like the preface). Each hand-over is counted by its reason
 //! (`ringproxy_http1_handovers_total`): an operator sees how much traffic the relay serves.
 //!
+//! The relay runs on its workers' own runtime (monoio: io_uring, else epoll; `io.rs`); hyper
+//! and everything else stay on tokio, and a hand-over moves the socket there.
+//!
 //! - `buffer.rs`: read buffers and relaying a body by its framing.
 //! - `attempt.rs`: one try at one backend.
 //! - `deadline.rs`: the connection's timeouts, each on one timer for the connection's life.
+//! - `io.rs`: the sockets, on the relay's runtime.
 //! - `rewind.rs`: the hand-over to hyper.
 
 mod attempt;
 mod buffer;
 mod deadline;
+mod io;
 mod rewind;
 mod spare;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+use monoio::time::Instant;
 
+pub(crate) use io::{on_uring, Conn};
 pub use rewind::Rewind;
 
 use self::attempt::{Body, Progress, Relayed, Response};
 use self::buffer::{copy_body, write, Buffer, CopyError, Half};
 use self::deadline::Deadline;
-use self::spare::{Scratch, LINES_KIND};
+use self::io::{race, Reader};
+use self::spare::{HEADS_KIND, LINES_KIND};
 use super::body::MAX_REPLAY_BODY;
 use super::error::ProxyError;
+use super::pool::Pool;
 use super::walk::{is_idempotent, position};
 use super::worker::Proxy;
 use crate::affinity_template::{Headers, RequestView, Scheme};
@@ -63,24 +72,52 @@ pub struct Limits {
     pub max_head: usize,
 }
 
+/// What one relay worker's connections share.
+pub struct Worker {
+    /// The cluster, traffic counts and metrics, as every path sees them.
+    pub(crate) proxy: Proxy,
+    /// This worker's idle connections to the backends.
+    pool: Arc<Pool<Conn>>,
+    /// Where backend names are resolved (blocking lookups, off this thread).
+    resolver: tokio::runtime::Handle,
+}
+
+impl Worker {
+    /// A relay worker serving with `proxy`, resolving names on `resolver`.
+    pub fn new(proxy: Proxy, resolver: tokio::runtime::Handle) -> Worker {
+        // An `Arc` for the pool's sweeper (the pool's code is the hyper path's too); it never
+        // leaves this thread.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let pool = Arc::new(Pool::new(proxy.metrics().upstream_idle()));
+        Worker {
+            proxy,
+            pool,
+            resolver,
+        }
+    }
+}
+
 /// How a relayed connection ended.
 pub enum Ended {
     /// Closed (or to be closed: dropping the socket closes it).
     Closed,
-    /// hyper is to serve the rest, reading from the request the relay stopped at.
-    HandOver(Rewind),
+    /// hyper is to serve the rest: the bytes read of the request the relay stopped at, and
+    /// the socket.
+    HandOver(Vec<u8>, std::net::TcpStream),
 }
 
 /// Serves `client` until it closes, overstays, the shutdown starts while it is idle, or a
 /// request needs hyper.
-pub async fn serve(
-    proxy: &Proxy,
-    mut client: TcpStream,
+pub(crate) async fn serve(
+    worker: &Worker,
+    client: Conn,
     peer: SocketAddr,
     limits: Limits,
     shutdown: &Bell,
 ) -> Ended {
-    let mut buf = Buffer::new();
+    let proxy = &worker.proxy;
+    let mut client = client;
+    let mut buf = Buffer::for_requests();
     let peer = Peer {
         addr: peer,
         text: PeerText::new(peer.ip()),
@@ -94,7 +131,7 @@ pub async fn serve(
     let mut attempts = None;
     loop {
         let reading = next_head(
-            &mut client,
+            &mut client.read,
             &mut buf,
             limits.max_head,
             &mut deadline,
@@ -104,26 +141,22 @@ pub async fn serve(
             Next::Head(head) => head,
             Next::HandOver(reason) => {
                 proxy.metrics().handover(reason);
-                return Ended::HandOver(Rewind::new(buf.take_all(), client));
+                return hand_over(&mut buf, client);
             }
             Next::Close => return Ended::Closed,
             Next::Reject(status, reason) => {
-                let _ = write(
-                    &mut client,
-                    &simple_response(status, reason, b"", true, b""),
-                    limits.send_timeout,
-                )
-                .await;
+                let response = simple_response(status, reason, b"", true, b"");
+                let _ = write(&mut client.write, response, limits.send_timeout).await;
                 return Ended::Closed;
             }
         };
         if let Some(reason) = handover_reason(buf.pending(), &head) {
             proxy.metrics().handover(reason);
             LINES_KIND.give(head.headers);
-            return Ended::HandOver(Rewind::new(buf.take_all(), client));
+            return hand_over(&mut buf, client);
         }
         let open = request(
-            proxy,
+            worker,
             &mut client,
             &mut buf,
             &head,
@@ -140,6 +173,17 @@ pub async fn serve(
     }
 }
 
+/// hyper is to serve `client` from the bytes in `buf` on.
+fn hand_over(buf: &mut Buffer, client: Conn) -> Ended {
+    match client.into_std() {
+        Ok(stream) => Ended::HandOver(buf.take_all(), stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand the connection over; closing it");
+            Ended::Closed
+        }
+    }
+}
+
 enum Next {
     Head(RequestHead),
     /// To hyper, for this reason (the `ringproxy_http1_handovers_total` label).
@@ -150,7 +194,7 @@ enum Next {
 
 /// Reads until a complete head (at most `max_head` bytes) is in `buf`, by `deadline`.
 async fn next_head(
-    client: &mut TcpStream,
+    client: &mut Reader,
     buf: &mut Buffer,
     max_head: usize,
     deadline: &mut Deadline,
@@ -177,15 +221,12 @@ async fn next_head(
                 }
             }
         }
-        let read = async {
-            if buf.pending().is_empty() {
-                // Idle between requests: no read buffer is held until the client sends.
-                buf.release();
-                client.readable().await?;
-            }
-            buf.fill(client).await
-        };
-        tokio::select! {
+        if buf.pending().is_empty() {
+            // Waiting for the next request: with a small buffer.
+            buf.release();
+        }
+        let read = buf.fill(client);
+        monoio::select! {
             // The timer last: it is only polled while the read waits.
             biased;
             // Idle, or a head half sent: nothing in flight to finish.
@@ -266,14 +307,15 @@ struct Peer {
 /// Relays one request and its response; answers whether the connection stays open.
 /// `attempts` is the connection's attempt deadline, for this request's walk.
 async fn request(
-    proxy: &Proxy,
-    client: &mut TcpStream,
+    worker: &Worker,
+    client: &mut Conn,
     buf: &mut Buffer,
     head: &RequestHead,
     peer: &Peer,
     limits: &Limits,
     attempts: &mut Option<Deadline>,
 ) -> bool {
+    let proxy = &worker.proxy;
     let snapshot = proxy.cluster().load();
     let settings = &*snapshot.settings;
     let config = &settings.proxy;
@@ -290,14 +332,17 @@ async fn request(
         let key = settings.affinity.extract_view(&view);
         position(&settings.affinity, &snapshot.ring, key.as_deref())
     };
-    let mut upstream = Scratch::new();
+    let mut upstream = HEADS_KIND.take();
     upstream.reserve(head.len + 128);
     // Requests without Host go to hyper, so there is always one to keep.
     crate::http1::request_head(bytes, head, peer.text.as_bytes(), b"", &mut upstream);
     buf.consume(head.len);
     let (position, keyed) = match routed {
         Ok(p) => p,
-        Err(error) => return refuse(proxy, client, error, head, Progress::Waiting, limits).await,
+        Err(error) => {
+            HEADS_KIND.give(upstream);
+            return refuse(proxy, client, error, head, Progress::Waiting, limits).await;
+        }
     };
 
     // A small body that may be sent again is read whole first, like the hyper path does.
@@ -306,7 +351,7 @@ async fn request(
         Framing::None => Body::Sent,
         Framing::Length(n) if retry_after_send && n <= MAX_REPLAY_BODY => {
             if let Err(reason) = read_body(
-                client,
+                &mut client.read,
                 buf,
                 n as usize,
                 &mut upstream,
@@ -314,6 +359,7 @@ async fn request(
             )
             .await
             {
+                HEADS_KIND.give(upstream);
                 let error = ProxyError::ClientBody(reason);
                 return refuse(proxy, client, error, head, Progress::Broken, limits).await;
             }
@@ -322,12 +368,14 @@ async fn request(
         framing => Body::Streamed(framing, Progress::Waiting),
     };
     let mut relayed = Relayed {
+        worker,
         method,
-        head: upstream,
+        head: Rc::new(upstream),
         body,
         expect_continue: head.expect_continue,
-        client,
-        client_buf: buf,
+        client_read: &mut client.read,
+        client_write: &mut client.write,
+        client_buf: &mut *buf,
         send_timeout: limits.send_timeout,
         deadline: attempts,
     };
@@ -336,19 +384,21 @@ async fn request(
         Body::Sent => Progress::Done,
         Body::Streamed(_, p) => p,
     };
-    let (client, client_buf, scratch) = (relayed.client, relayed.client_buf, relayed.head);
+    // Back to the list, unless an abandoned write still holds it.
+    if let Ok(upstream) = Rc::try_unwrap(relayed.head) {
+        HEADS_KIND.give(upstream);
+    }
     match chosen {
         Ok(chosen) => {
             respond(
-                proxy,
+                worker,
                 client,
-                client_buf,
+                buf,
                 chosen.response,
                 Upstream {
                     backend: chosen.backend,
                     load: chosen.load,
                 },
-                scratch,
                 config,
                 head.close || progress != Progress::Done,
                 limits,
@@ -361,7 +411,7 @@ async fn request(
 
 /// Reads an `n`-byte body into `out`, within `timeout`.
 async fn read_body(
-    client: &mut TcpStream,
+    client: &mut Reader,
     buf: &mut Buffer,
     n: usize,
     out: &mut Vec<u8>,
@@ -375,7 +425,7 @@ async fn read_body(
         }
         Ok::<(), std::io::Error>(())
     };
-    match tokio::time::timeout(timeout, read).await {
+    match monoio::time::timeout(timeout, read).await {
         Ok(Ok(())) => {
             out.extend_from_slice(&buf.pending()[..n]);
             buf.consume(n);
@@ -397,12 +447,11 @@ struct Upstream<'a> {
 /// write: a client that has its response sees the backend's in-flight figure without it.
 #[allow(clippy::too_many_arguments)]
 async fn respond(
-    proxy: &Proxy,
-    client: &mut TcpStream,
+    worker: &Worker,
+    client: &mut Conn,
     client_buf: &mut Buffer,
     res: Response,
     upstream: Upstream<'_>,
-    mut out: Scratch,
     config: &ProxyConfig,
     close: bool,
     limits: &Limits,
@@ -416,7 +465,7 @@ async fn respond(
     } = res;
     let Upstream { backend, load } = upstream;
     let close = close || head.close || upload.is_some();
-    out.clear();
+    let mut out = HEADS_KIND.take();
     out.reserve(head.len + 64);
     let debug = [(&b"x-ringproxy-backend"[..], backend.id.as_bytes())];
     let extra: &[(&[u8], &[u8])] = if config.debug_headers { &debug } else { &[] };
@@ -440,26 +489,34 @@ async fn respond(
                 buf.consume(n);
                 // The backend is done with: its connection is free before the client's write.
                 backend_done();
-                let keep = finish(proxy, backend, config, stream, &buf, close);
-                if let Err(e) = write(client, &out, limits.send_timeout).await {
-                    client_gone(backend, &e);
-                    return false;
-                }
-                return keep;
+                let keep = finish(worker, backend, config, stream, &buf, close);
+                return match write(&mut client.write, out, limits.send_timeout).await {
+                    Ok(out) => {
+                        HEADS_KIND.give(out);
+                        keep
+                    }
+                    Err(e) => {
+                        client_gone(backend, &e);
+                        false
+                    }
+                };
             }
         }
     }
-    if let Err(e) = write(client, &out, limits.send_timeout).await {
-        client_gone(backend, &e);
-        return false;
+    match write(&mut client.write, out, limits.send_timeout).await {
+        Ok(out) => HEADS_KIND.give(out),
+        Err(e) => {
+            client_gone(backend, &e);
+            return false;
+        }
     }
     let relayed = match upload {
         None => {
             copy_body(
                 head.framing,
                 &mut buf,
-                &mut stream,
-                client,
+                &mut stream.read,
+                &mut client.write,
                 limits.send_timeout,
                 &mut backend_done,
             )
@@ -482,7 +539,7 @@ async fn respond(
         Ok(()) => {
             backend_done();
             let reusable = !matches!(head.framing, Framing::UntilClose);
-            finish(proxy, backend, config, stream, &buf, close || !reusable)
+            finish(worker, backend, config, stream, &buf, close || !reusable)
         }
         Err(CopyError::Write(e)) => {
             client_gone(backend, &e);
@@ -498,28 +555,34 @@ async fn respond(
 /// The response body down to the client while the rest of the request body goes up, in one
 /// task; ends with the response. (The connection closes after: the request may be unfinished.)
 async fn duplex(
-    backend: &mut TcpStream,
-    client: &mut TcpStream,
+    backend: &mut Conn,
+    client: &mut Conn,
     client_buf: &mut Buffer,
     buf: &mut Buffer,
     mut up: Half,
     framing: Framing,
     limits: &Limits,
 ) -> Result<(), CopyError> {
-    let (mut from_backend, mut to_backend) = backend.split();
-    let (mut from_client, mut to_client) = client.split();
     let mut down = Half::new(framing);
     while !down.done() {
-        let uploading = !up.done();
-        tokio::select! {
-            stepped = up.step(client_buf, &mut from_client, &mut to_backend, limits.send_timeout), if uploading => {
-                if stepped.is_err() {
-                    // The client's body broke off; its response may still be read.
-                    up = Half::new(Framing::None);
-                }
-            }
-            stepped = down.step(buf, &mut from_backend, &mut to_client, limits.send_timeout) => stepped?,
+        let (from_client, to_backend) = (&mut client.read, &mut backend.write);
+        let (from_backend, to_client) = (&mut backend.read, &mut client.write);
+        let timeout = limits.send_timeout;
+        if up.done() {
+            down.step(buf, from_backend, to_client, timeout, None)
+                .await?;
+            continue;
         }
+        let (upped, downed) = race(
+            |cancel| up.step(client_buf, from_client, to_backend, timeout, Some(cancel)),
+            |cancel| down.step(buf, from_backend, to_client, timeout, Some(cancel)),
+        )
+        .await;
+        if upped.is_err() {
+            // The client's body broke off; its response may still be read.
+            up = Half::new(Framing::None);
+        }
+        downed?;
     }
     Ok(())
 }
@@ -527,16 +590,16 @@ async fn duplex(
 /// The response went out whole: the backend connection goes back to the pool if it can
 /// take another request; answers whether the client connection stays open.
 fn finish(
-    proxy: &Proxy,
+    worker: &Worker,
     backend: &Backend,
     config: &ProxyConfig,
-    stream: TcpStream,
+    stream: Conn,
     rest: &Buffer,
     close: bool,
 ) -> bool {
     // Bytes after the response, or a backend that said close: not reusable.
     if rest.pending().is_empty() && !close {
-        proxy.relay_pool().put(
+        worker.pool.put(
             backend.address.clone(),
             stream,
             config.upstream_idle_timeout,
@@ -553,7 +616,7 @@ fn client_gone(backend: &Backend, e: &dyn std::fmt::Debug) {
 /// any) was read to its end and the client did not ask to close.
 async fn refuse(
     proxy: &Proxy,
-    client: &mut TcpStream,
+    client: &mut Conn,
     error: ProxyError,
     head: &RequestHead,
     progress: Progress,
@@ -577,7 +640,10 @@ async fn refuse(
         close,
         &error.text(),
     );
-    write(client, &out, limits.send_timeout).await.is_ok() && !close
+    write(&mut client.write, out, limits.send_timeout)
+        .await
+        .is_ok()
+        && !close
 }
 
 /// A response of ours: status line, `extra` header lines, `body` with its length.

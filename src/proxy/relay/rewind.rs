@@ -25,6 +25,11 @@ impl Rewind {
             stream,
         }
     }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
 }
 
 impl AsyncRead for Rewind {

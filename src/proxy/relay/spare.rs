@@ -4,7 +4,7 @@
 //! connection holds none of them.
 
 use std::cell::RefCell;
-use std::ops::{Deref, DerefMut, Range};
+use std::ops::Range;
 use std::thread::LocalKey;
 
 /// One worker's spare vectors of one kind.
@@ -48,6 +48,7 @@ impl<T> Kind<T> {
 
 thread_local! {
     static BUFFERS: List<u8> = const { RefCell::new(Vec::new()) };
+    static WAITING: List<u8> = const { RefCell::new(Vec::new()) };
     static HEADS: List<u8> = const { RefCell::new(Vec::new()) };
     static LINES: List<(Range<usize>, Range<usize>)> = const { RefCell::new(Vec::new()) };
 }
@@ -62,6 +63,18 @@ pub(super) static BUFFERS_KIND: Kind<u8> = Kind {
     keep: 16,
     kept: READ_CHUNK..2 * READ_CHUNK + 1,
     fresh: READ_CHUNK,
+};
+
+/// The size of a read that waits for a client's next request.
+pub(super) const WAITING_READ: usize = 2048;
+
+/// Read buffers for a client's next request: the read holds its buffer as long as the
+/// connection waits, so it is small (most request heads fit; a larger one grows it).
+pub(super) static WAITING_KIND: Kind<u8> = Kind {
+    list: &WAITING,
+    keep: 64,
+    kept: WAITING_READ..WAITING_READ + 1,
+    fresh: WAITING_READ,
 };
 
 /// A rewritten head on its way out (the request's, then the response's), with a body that
@@ -81,35 +94,6 @@ pub(super) static LINES_KIND: Kind<(Range<usize>, Range<usize>)> = Kind {
     fresh: 16,
 };
 
-/// A vector of `HEADS_KIND` that goes back to the list when dropped.
-pub(super) struct Scratch(Vec<u8>);
-
-impl Scratch {
-    pub(super) fn new() -> Scratch {
-        Scratch(HEADS_KIND.take())
-    }
-}
-
-impl Deref for Scratch {
-    type Target = Vec<u8>;
-
-    fn deref(&self) -> &Vec<u8> {
-        &self.0
-    }
-}
-
-impl DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        HEADS_KIND.give(std::mem::take(&mut self.0));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,14 +112,5 @@ mod tests {
             HEADS_KIND.take().capacity() <= 4 * 1024,
             "a huge vector was kept"
         );
-    }
-
-    #[test]
-    fn a_scratch_goes_back_when_dropped() {
-        let mut s = Scratch::new();
-        s.push(1);
-        let at = s.as_ptr();
-        drop(s);
-        assert_eq!(Scratch::new().as_ptr(), at);
     }
 }
