@@ -2,8 +2,9 @@
 # Proxy load comparison: ringproxy vs nginx (`hash $http_x_user_id consistent`) vs HAProxy
 # (`balance hdr(x-user-id)` + `hash-type consistent`) over the same four backends, plus
 # wrk straight at one backend as the ceiling. ringproxy runs twice, one process per HTTP/1
-# server path: "ringproxy" with the default config (the byte relay) and "ringproxy-hyper", the
-# same binary with `http1 = "hyper"` in [proxy]. "l4-floor" is HAProxy in `mode tcp`, passing
+# server path: "ringproxy" with the default config (the byte relay, on io_uring where the kernel
+# allows it) and "ringproxy-hyper", the same binary with `http1 = "hyper"` in [proxy]; and
+# "ringproxy-epoll", the relay with `io = "epoll"` (what it runs on where io_uring is refused). "l4-floor" is HAProxy in `mode tcp`, passing
 # bytes between paired connections without reading them: not a candidate (it cannot route by
 # key), but the bound on what any HTTP proxy can reach here with the same socket calls.
 # "l4-epoll", "l4-uring" and "l4-hosted" (only when named in TARGETS) are one small layer-4
@@ -26,7 +27,8 @@
 #   RINGPROXY_BIN_B=path also run this second ringproxy binary as target "ringproxy-b" (A/B of
 #                        two builds, same config, same rounds)
 #   TARGETS="ringproxy ringproxy-hyper"   measure only these (of direct ringproxy
-#                        ringproxy-hyper ringproxy-b nginx haproxy l4-floor, and l4-epoll l4-uring
+#                        ringproxy-hyper ringproxy-epoll ringproxy-b nginx haproxy l4-floor, and
+#                        l4-epoll l4-uring
 #                        l4-hosted rt-tokio rt-monoio rt-monoio-epoll which run only when named);
 #                        every process is still started for the sanity
 #                        check
@@ -72,7 +74,7 @@ trap 'exit 130' INT TERM
 # shellcheck source=ports.sh
 source "$HERE/ports.sh"
 
-for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT \
+for v in B0 B1 B2 B3 RP_PORT RP_ADMIN RPH_PORT RPH_ADMIN RPE_PORT RPE_ADMIN RPB_PORT RPB_ADMIN NG_PORT HA_PORT L4_PORT \
     LE_PORT LU_PORT LH_PORT RT_PORT RM_PORT RE_PORT; do
     pick_port "$v"
 done
@@ -89,6 +91,8 @@ render ringproxy.toml.in "$RP_PORT" "$DIR/ringproxy.toml"
 render ringproxy.toml.in "$RPH_PORT" "$DIR/ringproxy-hyper.toml"
 sed -i -e "s|:$RP_ADMIN\"|:$RPH_ADMIN\"|" -e 's/^\[proxy\]/[proxy]\nhttp1 = "hyper"/' "$DIR/ringproxy-hyper.toml"
 grep -q '^http1 = "hyper"' "$DIR/ringproxy-hyper.toml" || die "no [proxy] section in ringproxy.toml.in"
+render ringproxy.toml.in "$RPE_PORT" "$DIR/ringproxy-epoll.toml"
+sed -i -e "s|:$RP_ADMIN\"|:$RPE_ADMIN\"|" -e 's/^\[proxy\]/[proxy]\nio = "epoll"/' "$DIR/ringproxy-epoll.toml"
 render ringproxy.toml.in "$RPB_PORT" "$DIR/ringproxy-b.toml"
 sed -i "s|:$RP_ADMIN\"|:$RPB_ADMIN\"|" "$DIR/ringproxy-b.toml"
 
@@ -106,6 +110,10 @@ PIDS+=("$PID_RINGPROXY")
 RUST_LOG=warn "$BIN" --config "$DIR/ringproxy-hyper.toml" 2>>"$DIR/ringproxy-hyper.log" &
 PID_RINGPROXY_HYPER=$!
 PIDS+=("$PID_RINGPROXY_HYPER")
+
+RUST_LOG=warn "$BIN" --config "$DIR/ringproxy-epoll.toml" 2>>"$DIR/ringproxy-epoll.log" &
+PID_RINGPROXY_EPOLL=$!
+PIDS+=("$PID_RINGPROXY_EPOLL")
 
 if [[ -n $BIN_B ]]; then
     RUST_LOG=warn "$BIN_B" --config "$DIR/ringproxy-b.toml" 2>>"$DIR/ringproxy-b.log" &
@@ -156,17 +164,18 @@ declare -A URL=(
     [direct]="http://127.0.0.1:$B0/"
     [ringproxy]="http://127.0.0.1:$RP_PORT/"
     [ringproxy-hyper]="http://127.0.0.1:$RPH_PORT/"
+    [ringproxy-epoll]="http://127.0.0.1:$RPE_PORT/"
     [nginx]="http://127.0.0.1:$NG_PORT/"
     [haproxy]="http://127.0.0.1:$HA_PORT/"
     [l4-floor]="http://127.0.0.1:$L4_PORT/"
 )
 declare -A PID_OF=([direct]=$PID_BACKENDS [ringproxy]=$PID_RINGPROXY [ringproxy-hyper]=$PID_RINGPROXY_HYPER
-    [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY [l4-floor]=$PID_L4)
-ALL=(direct ringproxy ringproxy-hyper nginx haproxy l4-floor)
+    [ringproxy-epoll]=$PID_RINGPROXY_EPOLL [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY [l4-floor]=$PID_L4)
+ALL=(direct ringproxy ringproxy-hyper ringproxy-epoll nginx haproxy l4-floor)
 if [[ -n $BIN_B ]]; then
     URL[ringproxy-b]="http://127.0.0.1:$RPB_PORT/"
     PID_OF[ringproxy-b]=$PID_RINGPROXY_B
-    ALL=(direct ringproxy ringproxy-hyper ringproxy-b nginx haproxy l4-floor)
+    ALL=(direct ringproxy ringproxy-hyper ringproxy-epoll ringproxy-b nginx haproxy l4-floor)
 fi
 for t in "${L4RELAY[@]}"; do
     URL[$t]="http://127.0.0.1:${RELAY_PORT[$t]}/"
@@ -212,13 +221,16 @@ for t in "${ALL[@]:1}"; do
     unset seen
 done
 
-# Both server paths share the affinity code and the ring: every key must land on the same backend.
-for k in $(seq 1 40); do
-    a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[ringproxy]}") || die "ringproxy failed for user-$k"
-    b=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[ringproxy-hyper]}") || die "ringproxy-hyper failed for user-$k"
-    [[ $a == "$b" ]] || die "user-$k went to $a through ringproxy but to $b through ringproxy-hyper"
+# Both server paths (and both I/O models) share the affinity code and the ring: every key must
+# land on the same backend.
+for other in ringproxy-hyper ringproxy-epoll; do
+    for k in $(seq 1 40); do
+        a=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[ringproxy]}") || die "ringproxy failed for user-$k"
+        b=$(curl -fsS -m 2 -H "x-user-id: user-$k" "${URL[$other]}") || die "$other failed for user-$k"
+        [[ $a == "$b" ]] || die "user-$k went to $a through ringproxy but to $b through $other"
+    done
+    log "sanity: ringproxy and $other route 40 keys to the same backends"
 done
-log "sanity: ringproxy and ringproxy-hyper route 40 keys to the same backends"
 
 # ---- measuring --------------------------------------------------------------------------------
 
@@ -361,6 +373,7 @@ for t in "${TARGETS[@]}"; do
     [[ $t == direct ]] && label="direct to one backend (ceiling)"
     [[ $t == ringproxy ]] && label="ringproxy (default config)"
     [[ $t == ringproxy-hyper ]] && label="ringproxy-hyper (http1 = \"hyper\")"
+    [[ $t == ringproxy-epoll ]] && label="ringproxy-epoll (io = \"epoll\")"
     [[ $t == l4-floor ]] && label="l4-floor (HAProxy mode tcp, no HTTP: the bound)"
     [[ $t == l4-epoll ]] && label="l4-epoll (bench/l4relay.c, epoll + recv/send)"
     [[ $t == l4-uring ]] && label="l4-uring (bench/l4relay.c, io_uring)"
@@ -421,6 +434,9 @@ if has ringproxy && has ringproxy-hyper; then
         -v pa="${P99[ringproxy]}" -v pb="${P99[ringproxy-hyper]}" 'BEGIN {
         printf "- default (relay) vs hyper path: ringproxy/ringproxy-hyper throughput = %.3f, CPU per request = %.3f, p99 %.2f vs %.2f ms\n", a / b, ua / ub, pa, pb
     }'
+fi
+if has ringproxy && has ringproxy-epoll; then
+    echo "- relay on io_uring vs on epoll: ringproxy/ringproxy-epoll req/s $(paired 3 ringproxy ringproxy-epoll), CPU per request $(paired 8 ringproxy ringproxy-epoll) (per round)"
 fi
 if has ringproxy && has ringproxy-b; then
     awk -v a="${RPS[ringproxy]}" -v b="${RPS[ringproxy-b]}" -v ua="${US[ringproxy]}" -v ub="${US[ringproxy-b]}" \

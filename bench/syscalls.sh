@@ -5,7 +5,7 @@
 # backends, configs and random keys as compare.sh; one proxy measured at a time, wrk -t2 -c64.
 #
 #   apt-get install -y nginx haproxy wrk curl linux-perf iproute2    # once
-#   bench/syscalls.sh [ringproxy|ringproxy-hyper|nginx|haproxy|l4-floor ...]  # default: the
+#   bench/syscalls.sh [ringproxy|ringproxy-hyper|ringproxy-epoll|nginx|haproxy|l4-floor ...]  # default: the
 #                                                 first four; l4-floor is compare.sh's bound
 #
 # Knobs: DURATION=4 (seconds counted per proxy), RINGPROXY_BIN=path. perf needs root or
@@ -27,13 +27,14 @@ need_tools "nginx haproxy wrk curl linux-perf iproute2" nginx haproxy wrk curl p
 ringproxy_bin
 setup
 
-echo "| proxy | syscalls | of which recvfrom + sendto/writev | epoll_wait | context switches | wake-ups done | TCP segments out (machine) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| proxy | syscalls | of which recvfrom + sendto/writev | epoll_wait | io_uring_enter | context switches | wake-ups done | TCP segments out (machine) |"
+echo "|---|---|---|---|---|---|---|---|"
 for p in "${PROXIES[@]}"; do
     case $p in
-    ringproxy | ringproxy-hyper)
+    ringproxy | ringproxy-hyper | ringproxy-epoll)
         path=''
         [[ $p == ringproxy-hyper ]] && path='\nhttp1 = "hyper"'
+        [[ $p == ringproxy-epoll ]] && path='\nio = "epoll"'
         render ringproxy.toml.in | sed "s/^\\[proxy\\]/[proxy]$path/" >"$DIR/$p.toml"
         RUST_LOG=warn "$RINGPROXY_BIN" --config "$DIR/$p.toml" 2>"$DIR/$p.log" &
         pid=$!
@@ -76,7 +77,7 @@ for p in "${PROXIES[@]}"; do
         $3 == "sched:sched_wakeup" { wk = $1 }
         END {
             io = by["recvfrom"] + by["sendto"] + by["writev"] + by["read"] + by["write"]
-            printf "| %s | %.2f | %.2f | %.3f | %.3f | %.3f | %.2f |\n", p, all / n, io / n, by["epoll_wait"] / n, cs / n, wk / n, segs / n
+            printf "| %s | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f | %.2f |\n", p, all / n, io / n, by["epoll_wait"] / n, by["io_uring_enter"] / n, cs / n, wk / n, segs / n
         }' "$DIR/$p.perf"
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -179,12 +179,14 @@ impl TryFrom<RawProxy> for ProxyConfig {
     }
 }
 
-/// Half the process's open-file limit, less a reserve for listeners, logs and health checks:
-/// each client connection may hold a backend connection too, so the limit cannot be reached
-/// through client connections alone (nginx needs `worker_connections` set by hand for this).
+/// A quarter of the process's open-file limit, less a reserve for listeners, logs and health
+/// checks: each client connection may hold a backend connection too, and the relay holds two
+/// descriptors for each (its runtime's, and one for socket calls and the hand-over to hyper),
+/// so the limit cannot be reached through client connections alone (nginx needs
+/// `worker_connections` set by hand for this).
 fn default_max_connections() -> usize {
     let soft = open_file_limit().unwrap_or(1024);
-    (soft.saturating_sub(64) / 2).clamp(16, 1_000_000)
+    (soft.saturating_sub(64) / 4).clamp(16, 1_000_000)
 }
 
 /// The soft `RLIMIT_NOFILE`, read from `/proc/self/limits` (Linux).

@@ -26,6 +26,8 @@ fn defaults_fill_everything_but_backends() {
     assert_eq!(c.affinity.describe(), "header:x-user-id");
     assert_eq!(c.proxy.shutdown_grace, Duration::from_secs(10));
     assert_eq!(c.backends[0].weight, 1);
+    assert_eq!(c.proxy.http1, Http1::Relay);
+    assert_eq!(c.proxy.io, Io::IoUring);
 }
 
 #[test]
@@ -60,6 +62,14 @@ fn each_mistake_names_its_field() {
         (
             "[proxy]\nmax_attempts = 0\n",
             "proxy.max_attempts: 0 is out of range",
+        ),
+        (
+            "[proxy]\nhttp1 = \"h2\"\n",
+            "proxy.http1: \"h2\" is not a server path",
+        ),
+        (
+            "[proxy]\nio = \"kqueue\"\n",
+            "proxy.io: \"kqueue\" is not an I/O model",
         ),
         ("[admin]\ntoken = \"\"\n", "admin.token"),
         ("[ring]\nvnodes = 0\n", "ring.vnodes: 0 is out of range"),

@@ -120,12 +120,13 @@ fn reload_reports_fields_that_need_a_restart_and_keeps_them() {
     let c = cluster();
     let r = c
         .reload(&config(
-            "[proxy]\nlisten = \"127.0.0.1:1\"\nworkers = 7\n",
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nworkers = 7\nio = \"epoll\"\n",
             &[("c", 3, 1), ("a", 1, 1), ("b", 2, 1)],
         ))
         .unwrap();
-    assert_eq!(r.ignored, ["proxy.listen", "proxy.workers"]);
+    assert_eq!(r.ignored, ["proxy.listen", "proxy.workers", "proxy.io"]);
     assert_eq!(c.load().settings.proxy.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.load().settings.proxy.io, crate::config::Io::IoUring);
 }
 
 #[test]
