@@ -31,12 +31,14 @@
 //! 5. [`metrics`]: Prometheus counters and gauges; callers pass labels.
 //! 6. [`proxy`]: the per-request path: key → snapshot → first usable candidate (within the
 //!    load bound) → forward, over the per-worker upstream pool; its error vocabulary maps every
-//!    failure to a status. [`reload`]: re-reading the config file into the cluster.
+//!    failure to a status. Its HTTP/1 relay runs on monoio (io_uring, else epoll); everything
+//!    else on tokio. [`reload`]: re-reading the config file into the cluster.
 //! 7. [`status_page`]: the status page (embedded HTML) and the JSON views it reads (ring arcs,
 //!    stats, plans with the arcs that would move); [`admin`]: the admin API (join, leave, drain,
 //!    reload, route, ring, plan, stats, metrics, the page).
-//! 8. [`server`]: listeners, proxy worker threads and the client-connection watchdog, active
-//!    health checks, warm-up ramps, discovery, graceful shutdown.
+//! 8. [`server`]: listeners, proxy worker threads (a relay thread and a hyper thread each) and
+//!    the client-connection watchdog, active health checks, warm-up ramps, discovery, graceful
+//!    shutdown.
 //! 9. Front ends: [`demo`] (`ringproxy demo`), [`node`] (the JSON-lines node protocol of
 //!    `ringproxy-node`, over the same ring), [`logging`] (both binaries' log set-up).
 

@@ -155,8 +155,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` fires, then stops accepting and waits up to the grace period for
-    /// in-flight requests. Proxy traffic runs on `proxy.workers` threads of its own; the admin
-    /// API and active health checks run on the caller's runtime.
+    /// in-flight requests. Proxy traffic runs on `proxy.workers` pairs of threads of its own
+    /// (the relay's, the hyper path's); the admin API, active health checks and name lookups
+    /// for the relay run on the caller's runtime.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         tracing::info!(
             proxy = %self.proxy_addr(),
