@@ -30,6 +30,9 @@ pub trait Pooled: Sized + 'static {
     fn is_closed(&self) -> bool;
     /// The connection can take a request now (not still finishing the previous exchange).
     fn is_ready(&self) -> bool;
+    /// Is it worth asking [`is_closed`](Self::is_closed) when the connection is put back, or
+    /// is that too dear to ask twice (it is asked again when the connection is taken)?
+    const CHECKED_ON_RETURN: bool = true;
     /// Runs `sweeper` on the runtime this kind of connection lives on, if there is one.
     fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool;
 }
@@ -56,6 +59,11 @@ impl Pooled for Conn {
     fn is_closed(&self) -> bool {
         Conn::is_closed(self)
     }
+
+    /// A peek is a system call; the one when the connection is taken is the one that counts
+    /// (the relay puts a connection back only after a whole exchange the backend did not end
+    /// with `close`).
+    const CHECKED_ON_RETURN: bool = false;
 
     /// Put back only after its exchange ended, so always ready.
     fn is_ready(&self) -> bool {
@@ -124,9 +132,10 @@ impl<C: Pooled> Pool<C> {
     }
 
     /// Keeps `conn` for the next request to `address`, for at most `idle_timeout`; dropped
-    /// (closed) instead when it is already closed or the backend has its fill of idle ones.
+    /// (closed) instead when it is already closed (if [`Pooled::CHECKED_ON_RETURN`]) or the
+    /// backend has its fill of idle ones.
     pub fn put(self: &Arc<Self>, address: Arc<str>, conn: C, idle_timeout: Duration) {
-        if conn.is_closed() {
+        if C::CHECKED_ON_RETURN && conn.is_closed() {
             return;
         }
         let mut idle = lock(&self.idle);
