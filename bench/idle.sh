@@ -40,23 +40,10 @@ for p in "${PROXIES[@]}"; do
     ringproxy | ringproxy-epoll | ringproxy-b)
         bin=$RINGPROXY_BIN
         [[ $p == ringproxy-b ]] && bin=${RINGPROXY_BIN_B:?RINGPROXY_BIN_B names the second build}
-        path=''
-        [[ $p == ringproxy-epoll ]] && path='\nio = "epoll"'
         # A connection limit above CONNS whatever the open-file limit says.
-        render ringproxy.toml.in | sed "s/^\\[proxy\\]/[proxy]\\nmax_connections = $((CONNS + 100))$path/" >"$DIR/$p.toml"
-        RUST_LOG=warn "$bin" --config "$DIR/$p.toml" 2>"$DIR/$p.log" &
-        pid=$!
+        start_proxy "$p" "\\nmax_connections = $((CONNS + 100))" "$bin"
         ;;
-    nginx)
-        render nginx-proxy.conf.in >"$DIR/nginx-proxy.conf"
-        nginx -p "$DIR" -e "$DIR/nginx.error.log" -c "$DIR/nginx-proxy.conf" -g 'daemon off;' 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
-    haproxy)
-        render haproxy.cfg.in >"$DIR/haproxy.cfg"
-        haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
+    nginx | haproxy) start_proxy "$p" ;;
     *) echo "idle: unknown proxy $p" >&2 && exit 1 ;;
     esac
     wait_up "$p"

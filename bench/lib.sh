@@ -8,6 +8,10 @@
 # (instructions.sh, syscalls.sh) also:
 #   setup                           DIR, PIDS, B0..B3, PORT, ADMIN, the backends running
 #   render TEMPLATE                 a config from bench/TEMPLATE on stdout
+#   start_proxy PROXY [LINES] [BIN] starts ringproxy, ringproxy-hyper, ringproxy-epoll, nginx,
+#                                   haproxy or l4-floor on PORT (LINES: more [proxy] lines for
+#                                   ringproxy, e.g. '\nworkers = 1'; BIN: another ringproxy
+#                                   build); sets pid
 #   wait_up PROXY                   until the proxy on PORT answers, else its log and exit 1
 
 need_tools() {
@@ -76,6 +80,32 @@ setup() {
     nginx -p "$DIR" -e "$DIR/backends.error.log" -c "$DIR/backends.conf" -g 'daemon off;' \
         2>>"$DIR/backends.stderr" &
     PIDS+=($!)
+}
+
+start_proxy() {
+    local p=$1 lines=${2:-} bin=${3:-$RINGPROXY_BIN}
+    case $p in
+    ringproxy*)
+        [[ $p == ringproxy-hyper ]] && lines+='\nhttp1 = "hyper"'
+        [[ $p == ringproxy-epoll ]] && lines+='\nio = "epoll"'
+        render ringproxy.toml.in | sed "s/^\\[proxy\\]/[proxy]$lines/" >"$DIR/$p.toml"
+        RUST_LOG=warn "$bin" --config "$DIR/$p.toml" 2>"$DIR/$p.log" &
+        ;;
+    nginx)
+        render nginx-proxy.conf.in >"$DIR/nginx-proxy.conf"
+        nginx -p "$DIR" -e "$DIR/nginx.error.log" -c "$DIR/nginx-proxy.conf" -g 'daemon off;' 2>"$DIR/$p.log" &
+        ;;
+    haproxy)
+        render haproxy.cfg.in >"$DIR/haproxy.cfg"
+        haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
+        ;;
+    l4-floor)
+        render haproxy-tcp.cfg.in >"$DIR/haproxy-tcp.cfg"
+        haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>"$DIR/$p.log" &
+        ;;
+    *) echo "$NAME: unknown proxy $p" >&2 && exit 1 ;;
+    esac
+    pid=$!
 }
 
 wait_up() {

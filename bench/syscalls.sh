@@ -31,29 +31,7 @@ echo "| proxy | syscalls | of which recvfrom + sendto/writev | epoll_wait | io_u
 echo "|---|---|---|---|---|---|---|---|"
 for p in "${PROXIES[@]}"; do
     case $p in
-    ringproxy | ringproxy-hyper | ringproxy-epoll)
-        path=''
-        [[ $p == ringproxy-hyper ]] && path='\nhttp1 = "hyper"'
-        [[ $p == ringproxy-epoll ]] && path='\nio = "epoll"'
-        render ringproxy.toml.in | sed "s/^\\[proxy\\]/[proxy]$path/" >"$DIR/$p.toml"
-        RUST_LOG=warn "$RINGPROXY_BIN" --config "$DIR/$p.toml" 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
-    nginx)
-        render nginx-proxy.conf.in >"$DIR/nginx-proxy.conf"
-        nginx -p "$DIR" -e "$DIR/nginx.error.log" -c "$DIR/nginx-proxy.conf" -g 'daemon off;' 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
-    haproxy)
-        render haproxy.cfg.in >"$DIR/haproxy.cfg"
-        haproxy -f "$DIR/haproxy.cfg" -db 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
-    l4-floor)
-        render haproxy-tcp.cfg.in >"$DIR/haproxy-tcp.cfg"
-        haproxy -f "$DIR/haproxy-tcp.cfg" -db 2>"$DIR/$p.log" &
-        pid=$!
-        ;;
+    ringproxy | ringproxy-hyper | ringproxy-epoll | nginx | haproxy | l4-floor) start_proxy "$p" ;;
     *) echo "syscalls: unknown proxy $p" >&2 && exit 1 ;;
     esac
     wait_up "$p"
