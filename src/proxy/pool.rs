@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::relay::Conn;
 use crate::sync::lock;
 
 /// Idle connections kept per backend; more concurrent requests still get connections.
@@ -55,30 +54,12 @@ impl<B: Send + 'static> Pooled for SendRequest<B> {
     }
 }
 
-impl Pooled for Conn {
-    fn is_closed(&self) -> bool {
-        Conn::is_closed(self)
-    }
-
-    /// A peek is a system call; the one when the connection is taken is the one that counts
-    /// (the relay puts a connection back only after a whole exchange the backend did not end
-    /// with `close`).
-    const CHECKED_ON_RETURN: bool = false;
-
-    /// Put back only after its exchange ended, so always ready.
-    fn is_ready(&self) -> bool {
-        true
-    }
-
-    fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool {
-        monoio::spawn(sweeper(pool, monoio::time::sleep));
-        true
-    }
-}
-
 /// Closes `pool`'s expired idle connections periodically, so an idle backend is not held
-/// open; ends with the pool.
-async fn sweeper<C: Pooled, S: Future>(pool: Weak<Pool<C>>, sleep: impl Fn(Duration) -> S) {
+/// open; ends with the pool. `sleep` is the runtime's.
+pub(crate) async fn sweeper<C: Pooled, S: Future>(
+    pool: Weak<Pool<C>>,
+    sleep: impl Fn(Duration) -> S,
+) {
     loop {
         let every = match pool.upgrade() {
             Some(pool) => pool.sweep_every_ms.load(Ordering::Relaxed),

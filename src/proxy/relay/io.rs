@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::pin;
+use std::sync::Weak;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use monoio::io::{CancelHandle, Canceller, OwnedReadHalf, OwnedWriteHalf, Splitab
 use monoio::net::TcpStream;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::proxy::pool::{sweeper, Pool, Pooled};
 use crate::proxy::upstream::{UpstreamError, TCP_KEEPALIVE};
 
 /// The read side of a relayed connection.
@@ -82,6 +84,27 @@ impl Conn {
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
             Ok(_) => true,
         }
+    }
+}
+
+impl Pooled for Conn {
+    fn is_closed(&self) -> bool {
+        Conn::is_closed(self)
+    }
+
+    /// A peek is a system call; the one when the connection is taken is the one that counts
+    /// (the relay puts a connection back only after a whole exchange the backend did not end
+    /// with `close`).
+    const CHECKED_ON_RETURN: bool = false;
+
+    /// Put back only after its exchange ended, so always ready.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn spawn_sweeper(pool: Weak<Pool<Self>>) -> bool {
+        monoio::spawn(sweeper(pool, monoio::time::sleep));
+        true
     }
 }
 
