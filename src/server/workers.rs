@@ -65,16 +65,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(format!("ringproxy-relay-{index}"))
         .spawn(move || {
-            let serving = |uring_wanted| {
+            let serving = || {
                 let worker = relay::Worker::new(relay_proxy, resolver);
-                serve_relay(
-                    worker,
-                    relay_arrivals,
-                    handovers,
-                    shutdown,
-                    policies,
-                    uring_wanted,
-                )
+                serve_relay(worker, relay_arrivals, handovers, shutdown, policies)
             };
             let _ = done_tx.send(run_relay(io, serving));
         })
@@ -120,13 +113,13 @@ fn spawn_hyper(
 /// Runs `serving` on io_uring when `io` asks for it and the kernel allows it, else on epoll.
 fn run_relay<F: std::future::Future<Output = ()>>(
     io: Io,
-    serving: impl FnOnce(bool) -> F,
+    serving: impl FnOnce() -> F,
 ) -> Result<(), ServeError> {
     if io == Io::IoUring {
         if monoio::utils::detect_uring() {
             match uring_runtime() {
                 Ok(mut runtime) => {
-                    runtime.block_on(serving(true));
+                    runtime.block_on(serving());
                     return Ok(());
                 }
                 Err(e) => {
@@ -143,7 +136,7 @@ fn run_relay<F: std::future::Future<Output = ()>>(
         .enable_timer()
         .build()
         .map_err(ServeError::Worker)?;
-    runtime.block_on(serving(false));
+    runtime.block_on(serving());
     Ok(())
 }
 
@@ -174,10 +167,9 @@ async fn serve_relay(
     handovers: mpsc::UnboundedSender<Handoff>,
     shutdown: CancellationToken,
     policies: Policies,
-    uring_wanted: bool,
 ) {
-    debug_assert_eq!(uring_wanted, on_uring());
-    let io = if uring_wanted { "io_uring" } else { "epoll" };
+    let uring = on_uring();
+    let io = if uring { "io_uring" } else { "epoll" };
     tracing::debug!(io, "relay worker started");
     let running = worker.proxy.metrics().relay_workers(io);
     running.inc();
@@ -202,7 +194,7 @@ async fn serve_relay(
         else {
             break;
         };
-        let client = match Conn::from_std(stream, uring_wanted) {
+        let client = match Conn::from_std(stream, uring) {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot serve the connection; closing it");
