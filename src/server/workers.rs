@@ -168,8 +168,7 @@ async fn serve_relay(
     shutdown: CancellationToken,
     policies: Policies,
 ) {
-    let uring = on_uring();
-    let io = if uring { "io_uring" } else { "epoll" };
+    let io = if on_uring() { "io_uring" } else { "epoll" };
     tracing::debug!(io, "relay worker started");
     let running = worker.proxy.metrics().relay_workers(io);
     running.inc();
@@ -194,7 +193,7 @@ async fn serve_relay(
         else {
             break;
         };
-        let client = match Conn::from_std(stream, uring) {
+        let client = match Conn::from_std(stream) {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot serve the connection; closing it");

@@ -38,11 +38,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection on `socket` (connected); `uring` says whether this runtime is on
-    /// io_uring, which waits in the kernel for a blocking socket (and answers `EAGAIN` for a
-    /// non-blocking one), where epoll needs it non-blocking.
-    pub(crate) fn from_std(socket: std::net::TcpStream, uring: bool) -> io::Result<Conn> {
-        socket.set_nonblocking(!uring)?;
+    /// A connection on `socket` (connected), on this thread's runtime.
+    pub(crate) fn from_std(socket: std::net::TcpStream) -> io::Result<Conn> {
+        set_blocking_for_runtime(&socket)?;
         let ours = TcpStream::from_std(socket.try_clone()?)?;
         Ok(Conn::of(ours, socket))
     }
@@ -113,6 +111,12 @@ pub(crate) fn on_uring() -> bool {
     !monoio::utils::is_legacy()
 }
 
+/// io_uring waits in the kernel for a blocking socket (and answers `EAGAIN` for a
+/// non-blocking one), where epoll needs it non-blocking.
+fn set_blocking_for_runtime(socket: &std::net::TcpStream) -> io::Result<()> {
+    socket.set_nonblocking(!on_uring())
+}
+
 /// Connects to `address` within `timeout`. An `ip:port` address connects at once; a name is
 /// resolved on `resolver`'s blocking threads, as tokio's connect does, never on this one.
 pub(super) async fn connect(
@@ -150,7 +154,7 @@ pub(super) async fn connect(
         if let Some(e) = socket.take_error()? {
             return Err(e);
         }
-        socket.set_nonblocking(!on_uring())?;
+        set_blocking_for_runtime(&socket)?;
         Ok(Conn::of(ours, socket))
     };
     match monoio::time::timeout(timeout, connecting).await {
@@ -206,7 +210,7 @@ pub(super) mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        (peer, Conn::from_std(ours, on_uring()).unwrap())
+        (peer, Conn::from_std(ours).unwrap())
     }
 
     /// Until `pred` holds, bounded: the kernel delivers a peer's FIN asynchronously.
