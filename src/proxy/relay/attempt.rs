@@ -260,7 +260,7 @@ impl Relayed<'_> {
                                 Some(cancel),
                             )
                         },
-                        |cancel| buf.fill_or_cancel(&mut stream.read, cancel),
+                        |cancel| buf.fill(&mut stream.read, Some(cancel)),
                     )
                     .await;
                     stepped.map_err(|e| match e {
@@ -273,7 +273,7 @@ impl Relayed<'_> {
                         read => read,
                     }
                 }
-                None => buf.fill(&mut stream.read).await,
+                None => buf.fill(&mut stream.read, None).await,
             };
             match read {
                 Ok(0) => {

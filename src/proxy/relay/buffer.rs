@@ -73,27 +73,20 @@ impl Buffer {
         rest
     }
 
-    /// Reads more from `from`; `Ok(0)` at its end. Dropped unfinished, it loses what the
-    /// buffer held: only for a connection that closes then.
+    /// Reads more from `from`; `Ok(0)` at its end. `cancel`, if given, can stop it: it then
+    /// ends with [`cancelled`], having read nothing, or with what it read before the cancel
+    /// took. Dropped unfinished, it loses what the buffer held: only for a connection that
+    /// closes then.
     pub(super) async fn fill<R: CancelableAsyncReadRent>(
         &mut self,
         from: &mut R,
+        cancel: Option<CancelHandle>,
     ) -> io::Result<usize> {
         let (free, start) = self.free_space();
-        let (read, free) = from.read(free).await;
-        self.keep(free.into_inner(), start);
-        read
-    }
-
-    /// [`Buffer::fill`], which `cancel` can stop: it then ends with [`cancelled`], having
-    /// read nothing, or with what it read before the cancel took.
-    pub(super) async fn fill_or_cancel<R: CancelableAsyncReadRent>(
-        &mut self,
-        from: &mut R,
-        cancel: CancelHandle,
-    ) -> io::Result<usize> {
-        let (free, start) = self.free_space();
-        let (read, free) = from.cancelable_read(free, cancel).await;
+        let (read, free) = match cancel {
+            Some(cancel) => from.cancelable_read(free, cancel).await,
+            None => from.read(free).await,
+        };
         self.keep(free.into_inner(), start);
         read
     }
@@ -301,11 +294,7 @@ impl Half {
             return Ok(());
         }
         if buf.pending().is_empty() && !self.done() {
-            let read = match cancel {
-                Some(cancel) => buf.fill_or_cancel(from, cancel).await,
-                None => buf.fill(from).await,
-            };
-            match read {
+            match buf.fill(from, cancel).await {
                 Ok(0) if matches!(self.left, Left::UntilClose) => self.left = Left::Done,
                 Ok(0) => return Err(CopyError::Read(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}

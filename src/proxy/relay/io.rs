@@ -267,7 +267,7 @@ pub(super) mod tests {
             }
             let mut buf = Buffer::new();
             let (read, ()) = race(
-                |cancel| buf.fill_or_cancel(&mut ours.read, cancel),
+                |cancel| buf.fill(&mut ours.read, Some(cancel)),
                 |_| std::future::ready(()),
             )
             .await;
@@ -279,7 +279,8 @@ pub(super) mod tests {
                 peer.write_all(b"abc").unwrap();
             }
             while buf.pending().len() < 3 {
-                let read = monoio::time::timeout(Duration::from_secs(5), buf.fill(&mut ours.read));
+                let read =
+                    monoio::time::timeout(Duration::from_secs(5), buf.fill(&mut ours.read, None));
                 assert!(read.await.expect("the bytes arrive").unwrap() > 0);
             }
             assert_eq!(buf.pending(), b"abc");
@@ -302,7 +303,7 @@ pub(super) mod tests {
             theirs.write_all(b"hi").unwrap();
             let mut buf = Buffer::new();
             while buf.pending().len() < 2 {
-                let read = monoio::time::timeout(second, buf.fill(&mut conn.read));
+                let read = monoio::time::timeout(second, buf.fill(&mut conn.read, None));
                 assert!(read.await.expect("the bytes arrive").unwrap() > 0);
             }
             assert_eq!(buf.pending(), b"hi");

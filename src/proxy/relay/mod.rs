@@ -228,7 +228,7 @@ async fn next_head(
             // Waiting for the next request: with a small buffer.
             buf.release();
         }
-        let read = buf.fill(client);
+        let read = buf.fill(client, None);
         monoio::select! {
             // The timer last: it is only polled while the read waits.
             biased;
@@ -422,7 +422,7 @@ async fn read_body(
 ) -> Result<(), String> {
     let read = async {
         while buf.pending().len() < n {
-            if buf.fill(client).await? == 0 {
+            if buf.fill(client, None).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
