@@ -372,7 +372,8 @@ async fn ready_now<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output>
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    use std::any::Any;
+    use std::cell::{Cell, RefCell};
     use std::future::Future;
     use std::io::Write as _;
     use std::rc::Rc;
@@ -386,14 +387,20 @@ mod tests {
     /// A receiver that takes `room` bytes, then no more: its writes wait forever.
     struct Stuck {
         room: usize,
-        took: Rc<Cell<usize>>,
+        took: Rc<RefCell<Vec<u8>>>,
     }
 
     impl Stuck {
         fn take<T: IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-            let n = buf.bytes_init().min(self.room);
+            // The relay writes body bytes as a slice of its buffer.
+            let Some(bytes) = (&buf as &dyn Any).downcast_ref::<Slice<Vec<u8>>>() else {
+                panic!("a write of {}", std::any::type_name::<T>());
+            };
+            let n = bytes.bytes_init().min(self.room);
             self.room -= n;
-            self.took.set(self.took.get() + n);
+            let from = bytes.begin();
+            let taken = &bytes.get_ref()[from..from + n];
+            self.took.borrow_mut().extend_from_slice(taken);
             async move {
                 if n == 0 {
                     std::future::pending::<()>().await;
@@ -449,17 +456,17 @@ mod tests {
 
     /// Sends `sent` to the copy's sender and copies towards a receiver with room for `room`
     /// bytes, until `done(read_all ran, bytes the receiver took)` holds (bounded: 5 s);
-    /// answers whether the copy ended first.
+    /// answers whether the copy ended first, and the bytes the receiver took.
     async fn copy_until(
         framing: Framing,
         sent: &[u8],
         room: usize,
         done: impl Fn(bool, usize) -> bool,
-    ) -> bool {
+    ) -> (bool, Vec<u8>) {
         let (mut backend, from) = pair();
         backend.write_all(sent).unwrap();
         let Conn { mut read, .. } = from;
-        let (ran, took) = (Cell::new(false), Rc::new(Cell::new(0)));
+        let (ran, took) = (Cell::new(false), Rc::new(RefCell::new(Vec::new())));
         let mut to = Stuck {
             room,
             took: took.clone(),
@@ -471,7 +478,7 @@ mod tests {
         });
         let watching = async {
             for _ in 0..1000 {
-                if done(ran.get(), took.get()) {
+                if done(ran.get(), took.borrow().len()) {
                     return;
                 }
                 monoio::time::sleep(Duration::from_millis(5)).await;
@@ -479,13 +486,15 @@ mod tests {
             panic!(
                 "not after 5 s: read_all ran {}, took {}",
                 ran.get(),
-                took.get()
+                took.borrow().len()
             );
         };
-        monoio::select! {
+        let ended = monoio::select! {
             _ = copying => true,
             () = watching => false,
-        }
+        };
+        let took = took.borrow().clone();
+        (ended, took)
     }
 
     #[monoio::test(timer_enabled = true)]
@@ -496,11 +505,12 @@ mod tests {
             (Framing::Chunked, chunked),
         ] {
             // The receiver takes 16 bytes: the body is read whole, its writing waits.
-            let ended = copy_until(framing, body, 16, |ran, took| ran && took == 16).await;
+            let (ended, took) = copy_until(framing, body, 16, |ran, took| ran && took == 16).await;
             assert!(
                 !ended,
                 "the copy ended though the receiver read nothing ({framing:?})"
             );
+            assert_eq!(took, &body[..16]);
         }
     }
 
@@ -508,11 +518,12 @@ mod tests {
     async fn read_all_waits_for_the_body_end() {
         // Half the body, and nothing more arrives: the receiver gets that half, and read_all
         // has not run.
-        let ended = copy_until(Framing::Length(200), &[b'x'; 100], 1024, |ran, took| {
+        let (ended, took) = copy_until(Framing::Length(200), &[b'x'; 100], 1024, |ran, took| {
             assert!(!ran, "read_all ran with half the body unread");
             took == 100
         })
         .await;
         assert!(!ended);
+        assert_eq!(took, [b'x'; 100]);
     }
 }
