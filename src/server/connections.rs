@@ -102,11 +102,11 @@ impl Arrivals {
         match self {
             Arrivals::Listener(l, slots) => {
                 let slot = slot(slots).await;
-                Some(
-                    l.accept()
-                        .await
-                        .map(|(s, peer)| (Rewind::new(Vec::new(), s), peer, Live::new(None, slot))),
-                )
+                Some(l.accept().await.map(|(s, peer)| {
+                    // Handed-off connections got theirs from the acceptor.
+                    let _ = s.set_nodelay(true);
+                    (Rewind::new(Vec::new(), s), peer, Live::new(None, slot))
+                }))
             }
             Arrivals::Handoffs(rx) => {
                 let h = rx.recv().await?;
@@ -183,7 +183,6 @@ pub async fn serve<H, F, B>(
                 None => continue,
             },
         };
-        let _ = stream.get_ref().set_nodelay(true);
         let policy = policies();
         // One builder per policy; a reload that changes the policy makes a new one.
         let builder = match &builders {

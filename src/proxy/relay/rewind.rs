@@ -25,11 +25,6 @@ impl Rewind {
             stream,
         }
     }
-
-    /// The socket.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
-    }
 }
 
 impl AsyncRead for Rewind {
